@@ -1,0 +1,383 @@
+"""The one module that talks to the etcd client library (etcd3aio).
+
+Everything else in the project uses `EtcdClient` and the plain data classes
+below, so the client library can be swapped by changing this file alone. This
+is also the one place where etcd and gRPC errors become registry errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import etcd3aio
+import grpc
+from etcd3aio import Etcd3Client, prefix_range_end
+
+from registry.config import MeshConfig, resolve_host
+from registry.errors import (
+    EtcdRequestError,
+    EtcdUnavailableError,
+    RevisionCompactedError,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 5.0
+
+# Opaque transaction parts, built with the compare_* and op_* helpers below.
+Compare = Any
+Operation = Any
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    """One key as etcd stores it."""
+
+    key: str
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One change under a watched prefix. A delete carries an empty value."""
+
+    kind: Literal["put", "delete"]
+    kv: KeyValue
+
+
+@dataclass(frozen=True, slots=True)
+class WatchBatch:
+    """Events that etcd sent in one watch response, with its revision.
+
+    A batch with no events is a progress notification: it tells the watcher
+    that nothing under the prefix changed up to `revision`.
+    """
+
+    revision: int
+    events: tuple[WatchEvent, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    """Outcome of a transaction: which branch ran, and what its reads found."""
+
+    succeeded: bool
+    revision: int
+    ranges: tuple[tuple[KeyValue, ...], ...]
+
+
+def _to_key_value(raw: Any) -> KeyValue:
+    return KeyValue(
+        key=raw.key.decode("utf-8", errors="replace"),
+        value=bytes(raw.value),
+        create_revision=raw.create_revision,
+        mod_revision=raw.mod_revision,
+        version=raw.version,
+        lease=raw.lease,
+    )
+
+
+def _client_endpoints(config: MeshConfig) -> list[str]:
+    # etcd3aio dials `ipv4:host:port,...`, so every host must be an IP
+    # address; host names are resolved here, once, when the client opens.
+    return [
+        f"{resolve_host(endpoint.host)}:{endpoint.port}"
+        for endpoint in config.etcd_endpoints
+    ]
+
+
+class EtcdClient:
+    """An etcd connection shared by registration, discovery and storage.
+
+    With several endpoints, gRPC balances and fails over between them.
+    Every call has a timeout, and no call waits forever on a dead etcd.
+    """
+
+    def __init__(self, config: MeshConfig, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.config = config
+        self.timeout = timeout
+        self._client = Etcd3Client(
+            _client_endpoints(config),
+            rpc_max_attempts=2,
+            watch_reconnect_backoff_seconds=0.2,
+            watch_max_reconnect_backoff_seconds=2.0,
+        )
+        self._connected = False
+
+    async def open(self) -> None:
+        """Open the gRPC channel. No request is sent until the first call."""
+        if not self._connected:
+            await self._client.connect()
+            self._connected = True
+
+    async def close(self) -> None:
+        if self._connected:
+            await self._client.close()
+            self._connected = False
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # --- key-value -----------------------------------------------------------
+
+    async def get(self, key: str) -> KeyValue | None:
+        """Return one key, or None when it does not exist."""
+        async with self._errors("get", key):
+            response = await self._kv.get(key, timeout=self.timeout)
+        return _to_key_value(response.kvs[0]) if response.kvs else None
+
+    async def get_prefix(
+        self,
+        prefix: str,
+        *,
+        start_key: str | None = None,
+        limit: int = 0,
+        revision: int = 0,
+    ) -> tuple[list[KeyValue], int]:
+        """Return the keys under prefix in key order and the store revision.
+
+        `start_key` begins the range at a key inside the prefix, for paging.
+        """
+        async with self._errors("list", prefix):
+            response = await self._kv.get(
+                start_key or prefix,
+                range_end=prefix_range_end(prefix),
+                limit=limit,
+                revision=revision,
+                sort_order=etcd3aio.SortOrder.ASCEND,
+                sort_target=etcd3aio.SortTarget.KEY,
+                timeout=self.timeout,
+            )
+        return [_to_key_value(kv) for kv in response.kvs], response.header.revision
+
+    async def put(self, key: str, value: bytes | str, *, lease: int = 0) -> int:
+        """Write a key and return the new store revision."""
+        async with self._errors("put", key):
+            response = await self._kv.put(key, value, lease=lease, timeout=self.timeout)
+        return int(response.header.revision)
+
+    async def delete(self, key: str) -> int:
+        """Delete one key and return how many keys were deleted (0 or 1)."""
+        async with self._errors("delete", key):
+            response = await self._kv.delete(key, timeout=self.timeout)
+        return int(response.deleted)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Delete every key under prefix and return how many were deleted."""
+        async with self._errors("delete", prefix):
+            response = await self._kv.delete(
+                prefix, range_end=prefix_range_end(prefix), timeout=self.timeout
+            )
+        return int(response.deleted)
+
+    async def txn(
+        self,
+        compare: Sequence[Compare],
+        success: Sequence[Operation],
+        failure: Sequence[Operation] = (),
+    ) -> TxnResult:
+        """Run an atomic transaction built from compare_* and op_* parts."""
+        async with self._errors("transaction", ""):
+            response = await self._kv.txn(
+                compare, success, failure, timeout=self.timeout
+            )
+        ranges = tuple(
+            tuple(_to_key_value(kv) for kv in op.response_range.kvs)
+            for op in response.responses
+            if op.WhichOneof("response") == "response_range"
+        )
+        return TxnResult(
+            succeeded=bool(response.succeeded),
+            revision=int(response.header.revision),
+            ranges=ranges,
+        )
+
+    async def compact(self, revision: int) -> None:
+        """Compact history up to revision; for tests and maintenance."""
+        async with self._errors("compact", str(revision)):
+            await self._kv.compact(revision, physical=True, timeout=self.timeout)
+
+    async def revision(self) -> int:
+        """Return the current store revision."""
+        _, revision = await self.get_prefix("\x00", limit=1)
+        return revision
+
+    # --- leases --------------------------------------------------------------
+
+    async def grant_lease(self, ttl: int) -> tuple[int, int]:
+        """Grant a lease and return its id and the TTL that etcd granted."""
+        async with self._errors("grant lease", str(ttl)):
+            response = await self._lease.grant(ttl, timeout=self.timeout)
+        return int(response.ID), int(response.TTL)
+
+    async def revoke_lease(self, lease_id: int) -> None:
+        """Revoke a lease, which deletes every key attached to it."""
+        async with self._errors("revoke lease", f"{lease_id:x}"):
+            await self._lease.revoke(lease_id, timeout=self.timeout)
+
+    async def refresh_lease(self, lease_id: int, *, timeout: float) -> int:
+        """Send one keepalive and return the TTL left; 0 means the lease is gone.
+
+        Each refresh opens a short stream with its own deadline, so one stuck
+        refresh cannot hold up the next.
+        """
+        assert self._client.lease is not None
+        stream = self._client.lease.keep_alive(lease_id)
+        try:
+            async with self._errors("refresh lease", f"{lease_id:x}"):
+                async with asyncio.timeout(timeout):
+                    async for response in stream:
+                        return max(0, int(response.TTL))
+        finally:
+            stream.cancel()
+        return 0
+
+    async def lease_time_left(self, lease_id: int) -> int:
+        """Return the seconds left on a lease, or -1 when it has expired."""
+        async with self._errors("lease time-to-live", f"{lease_id:x}"):
+            response = await self._lease.time_to_live(lease_id, timeout=self.timeout)
+        return int(response.TTL)
+
+    # --- watch ---------------------------------------------------------------
+
+    async def watch_prefix(
+        self, prefix: str, *, start_revision: int
+    ) -> AsyncIterator[WatchBatch]:
+        """Yield changes under prefix from start_revision on.
+
+        Raises RevisionCompactedError when start_revision has been compacted:
+        the caller must list the prefix again. (etcd3aio 0.3.0 would otherwise
+        send the compacted response and then wait forever.) Transient stream
+        errors are retried inside etcd3aio, resuming after the last revision.
+        """
+        assert self._client.watch is not None
+        responses = self._client.watch.watch(
+            prefix,
+            range_end=prefix_range_end(prefix),
+            start_revision=start_revision,
+            progress_notify=True,
+        )
+        try:
+            async with self._errors("watch", prefix):
+                async for response in responses:
+                    if response.compact_revision > 0:
+                        raise RevisionCompactedError(int(response.compact_revision))
+                    if response.canceled:
+                        msg = f"etcd cancelled the watch on {prefix!r}: " + (
+                            response.cancel_reason or "no reason given"
+                        )
+                        raise EtcdRequestError(msg)
+                    if response.created and not response.events:
+                        continue
+                    yield WatchBatch(
+                        revision=int(response.header.revision),
+                        events=tuple(_to_event(event) for event in response.events),
+                    )
+        finally:
+            with contextlib.suppress(Exception):
+                await responses.aclose()  # type: ignore[attr-defined]
+
+    # --- internals -----------------------------------------------------------
+
+    @property
+    def _kv(self) -> Any:
+        if self._client.kv is None:
+            raise EtcdRequestError("etcd client is not open; call open() first")
+        return self._client.kv
+
+    @property
+    def _lease(self) -> Any:
+        if self._client.lease is None:
+            raise EtcdRequestError("etcd client is not open; call open() first")
+        return self._client.lease
+
+    @contextlib.asynccontextmanager
+    async def _errors(self, operation: str, subject: str) -> AsyncIterator[None]:
+        """Translate client-library errors into registry errors."""
+        endpoints = self.config.endpoint_urls
+        try:
+            yield
+        except (etcd3aio.EtcdConnectionError, etcd3aio.EtcdTransientError) as exc:
+            raise EtcdUnavailableError(endpoints, f"{operation} failed: {exc}") from exc
+        except TimeoutError as exc:
+            raise EtcdUnavailableError(
+                endpoints, f"{operation} timed out after {self.timeout:.1f} s"
+            ) from exc
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in {
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+            }:
+                raise EtcdUnavailableError(
+                    endpoints, f"{operation} failed: {exc.code().name}"
+                ) from exc
+            msg = f"etcd rejected {operation} {subject!r}: {exc.code().name} {exc.details()}"
+            raise EtcdRequestError(msg) from exc
+        except etcd3aio.EtcdError as exc:
+            msg = f"etcd rejected {operation} {subject!r}: {exc}"
+            raise EtcdRequestError(msg) from exc
+
+
+def _to_event(raw: Any) -> WatchEvent:
+    # mvccpb.Event.EventType: PUT = 0, DELETE = 1.
+    kind: Literal["put", "delete"] = "delete" if raw.type == 1 else "put"
+    return WatchEvent(kind=kind, kv=_to_key_value(raw.kv))
+
+
+# --- transaction parts -------------------------------------------------------
+
+_KV = etcd3aio.kv.KVService
+
+
+def compare_value(key: str, value: bytes | str) -> Compare:
+    """True when key holds exactly value."""
+    return _KV.txn_compare_value(key, value)
+
+
+def compare_version(key: str, version: int) -> Compare:
+    """True when key is at version; version 0 means the key is absent."""
+    return _KV.txn_compare_version(key, version)
+
+
+def compare_mod_revision(key: str, revision: int) -> Compare:
+    """True when key was last written at revision; 0 means absent."""
+    compare = _KV.txn_compare_version(key, 0)
+    compare.target = compare.MOD
+    compare.mod_revision = revision
+    return compare
+
+
+def compare_absent(key: str) -> Compare:
+    """True when key does not exist."""
+    return _KV.txn_compare_create_revision(key, 0)
+
+
+def op_put(key: str, value: bytes | str, *, lease: int = 0) -> Operation:
+    return _KV.txn_op_put(key, value, lease=lease)
+
+
+def op_get(key: str) -> Operation:
+    return _KV.txn_op_get(key)
+
+
+def op_delete(key: str) -> Operation:
+    return _KV.txn_op_delete(key)
