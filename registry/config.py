@@ -71,8 +71,8 @@ class MeshConfig:
     ) -> MeshConfig:
         """Build the configuration from MESH_* variables; arguments win."""
         env = os.environ if environ is None else environ
-        raw_endpoints = etcd_endpoints or env.get("MESH_ETCD_ENDPOINTS") or (
-            DEFAULT_ENDPOINTS
+        raw_endpoints = (
+            etcd_endpoints or env.get("MESH_ETCD_ENDPOINTS") or (DEFAULT_ENDPOINTS)
         )
         raw_ttl = lease_ttl if lease_ttl is not None else env.get("MESH_LEASE_TTL")
         host = advertise_host or env.get("MESH_ADVERTISE_HOST") or None
@@ -102,7 +102,8 @@ class MeshConfig:
 def parse_endpoints(raw: str) -> tuple[EtcdEndpoint, ...]:
     """Parse comma-separated etcd URLs such as `http://10.0.0.1:2379`."""
     endpoints: list[EtcdEndpoint] = []
-    for item in (part.strip() for part in raw.split(",")):
+    for part in raw.split(","):
+        item = part.strip()
         if not item:
             continue
         if "://" not in item:

@@ -1,12 +1,12 @@
 """Errors raised by the registry library.
 
-    MeshError
-    ├── ConfigError            invalid configuration value; names the setting
-    │   └── AdvertiseAddressError   address that other hosts cannot dial
-    ├── EtcdUnavailableError   no etcd endpoint answered
-    ├── EtcdRequestError       etcd answered with an error
-    │   └── RevisionCompactedError  a watch asked for a compacted revision
-    └── NoEndpointError        a service has no live endpoint
+MeshError
+├── ConfigError            invalid configuration value; names the setting
+│   └── AdvertiseAddressError   address that other hosts cannot dial
+├── EtcdUnavailableError   no etcd endpoint answered
+├── EtcdRequestError       etcd answered with an error
+│   └── RevisionCompactedError  a watch asked for a compacted revision
+└── NoEndpointError        a service has no live endpoint
 """
 
 from __future__ import annotations
