@@ -4,13 +4,16 @@ The resolver lists `<namespace>/services/<service>/`, then watches from the
 listed revision + 1. When the watch breaks it resumes from the last revision
 it saw. When that revision has been compacted it lists again and diffs the
 result against its cache, so that removals during the gap are not missed.
-While etcd cannot be reached, the cache keeps the last known endpoints: an
-etcd error never empties a good endpoint set.
+A watchdog sends a progress request on a watch that has been quiet for
+`watchdog_interval` seconds and lists again if no answer comes. While etcd
+cannot be reached, the cache keeps the last known endpoints: an etcd error
+never empties a good endpoint set.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -21,7 +24,7 @@ from typing import Literal
 from registry.backoff import Backoff
 from registry.config import MeshConfig
 from registry.errors import MeshError, RevisionCompactedError
-from registry.etcd import EtcdClient, KeyValue, WatchBatch
+from registry.etcd import EtcdClient, KeyValue, PrefixWatch, WatchBatch
 from registry.model import Endpoint, RecordError, decode_record
 
 logger = logging.getLogger(__name__)
@@ -50,6 +53,8 @@ class ResolverStats:
     watch_restarts: int = 0
     compactions: int = 0
     skipped_values: int = 0
+    silent_watches: int = 0
+    resets: int = 0
     revision: int = 0
 
 
@@ -67,11 +72,30 @@ class _WarningLimiter:
         return self.suppressed.pop(key, 0)
 
 
+class _StoreResetError(MeshError):
+    """etcd's revision went backwards: it restarted with an empty data directory."""
+
+
+class _SilentWatchError(MeshError):
+    """The watch stream stopped answering progress requests."""
+
+
 class Resolver:
     """The endpoints of one service, updated from etcd in the background."""
 
-    def __init__(self, etcd: EtcdClient, config: MeshConfig, service: str) -> None:
+    def __init__(
+        self,
+        etcd: EtcdClient,
+        config: MeshConfig,
+        service: str,
+        *,
+        watchdog_interval: float = 10.0,
+        watchdog_timeout: float = 5.0,
+    ) -> None:
         self.service = service
+        self.watchdog_interval = watchdog_interval
+        self.watchdog_timeout = watchdog_timeout
+        self.last_retry_delays: collections.deque[float] = collections.deque(maxlen=32)
         self.prefix = config.service_prefix(service)
         self._etcd = etcd
         self._namespace = config.namespace
@@ -82,6 +106,13 @@ class Resolver:
         self._changed = asyncio.Condition()
         self._limiter = _WarningLimiter()
         self._task: asyncio.Task[None] | None = None
+        self._lease_ttl = config.lease_ttl
+        self._backoff = Backoff(initial=0.5, maximum=5.0)
+        self._must_list = True
+        self._hold_missing = False
+        self._silent = False
+        self._last_response = 0.0
+        self._watch_stream: PrefixWatch | None = None
         self.stats = ResolverStats()
 
     @property
@@ -141,35 +172,37 @@ class Resolver:
     # --- background loop -----------------------------------------------------
 
     async def _run(self) -> None:
-        backoff = Backoff(initial=0.2, maximum=5.0)
-        must_list = True
         while True:
             try:
-                if must_list:
+                if self._must_list:
                     await self._list()
-                    must_list = False
                 await self._watch()
             except RevisionCompactedError as exc:
                 self.stats.compactions += 1
-                logger.info(
-                    "watch on %s hit compaction at %d; listing again",
-                    self.prefix,
-                    exc.compact_revision,
-                )
-                must_list = True
+                self._must_list = True
+                await self._pause(f"watch hit compaction at {exc.compact_revision}")
+            except _StoreResetError as exc:
+                self.stats.resets += 1
+                self._must_list = True
+                self._hold_missing = True
+                await self._pause(str(exc))
             except MeshError as exc:
                 self.stats.watch_restarts += 1
-                delay = backoff.next_delay()
-                logger.warning(
-                    "discovery of %s failed; keeping %d endpoints, retrying in %.1f s: %s",
-                    self.service,
-                    len(self._by_key),
-                    delay,
-                    exc,
-                )
-                await asyncio.sleep(delay)
-            else:
-                backoff.reset()
+                await self._pause(str(exc))
+
+    async def _pause(self, reason: str) -> None:
+        # Jitter spreads the re-lists and re-watches of many clients after a
+        # shared outage, so that they do not reach etcd in one burst.
+        delay = self._backoff.next_delay()
+        logger.warning(
+            "discovery of %s: %s; keeping %d endpoints, retrying in %.2f s",
+            self.service,
+            reason,
+            len(self._by_key),
+            delay,
+        )
+        self.last_retry_delays.append(delay)
+        await asyncio.sleep(delay)
 
     async def _list(self) -> None:
         kvs, revision = await self._etcd.get_prefix(self.prefix)
@@ -179,6 +212,8 @@ class Resolver:
             endpoint = self._decode(kv)
             if endpoint is not None:
                 fresh[kv.key] = endpoint
+        if self._hold_missing:
+            self._hold(fresh)
         events = [
             DiscoveryEvent("removed", endpoint, revision)
             for key, endpoint in self._by_key.items()
@@ -191,19 +226,87 @@ class Resolver:
             elif old != endpoint:
                 events.append(DiscoveryEvent("updated", endpoint, revision))
         self._by_key = fresh
+        self._must_list = False
         self.stats.revision = revision
         self._ready.set()
         await self._publish(events)
 
+    def _hold(self, fresh: dict[str, Endpoint]) -> None:
+        """Keep endpoints missing after an etcd reset until they can return.
+
+        After etcd restarts with an empty data directory every instance
+        registers again within about one lease TTL. Dropping the missing
+        endpoints at once would empty a good endpoint set, so they stay for
+        two TTLs, and a later list drops those that did not come back.
+        """
+        self._hold_missing = False
+        held = {
+            key: endpoint for key, endpoint in self._by_key.items() if key not in fresh
+        }
+        if not held:
+            return
+        fresh.update(held)
+        hold_for = max(2.0 * self._lease_ttl, 5.0)
+        logger.warning(
+            "etcd of %s was reset; holding %d missing endpoints for %.0f s",
+            self.service,
+            len(held),
+            hold_for,
+        )
+        loop = asyncio.get_running_loop()
+        loop.call_later(hold_for, self._request_list)
+
+    def _request_list(self) -> None:
+        self._must_list = True
+        if self._watch_stream is not None:
+            self._watch_stream.cancel()
+
     async def _watch(self) -> None:
-        batches = self._etcd.watch_prefix(
+        watch = self._etcd.watch_prefix(
             self.prefix, start_revision=self.stats.revision + 1
         )
-        async with contextlib.aclosing(batches):
-            async for batch in batches:
+        self._watch_stream = watch
+        self._silent = False
+        self._last_response = asyncio.get_running_loop().time()
+        watchdog = asyncio.create_task(self._watchdog(watch))
+        try:
+            async for batch in watch:
+                self._last_response = asyncio.get_running_loop().time()
                 await self._apply(batch)
+                if self._must_list:
+                    return
+        finally:
+            watchdog.cancel()
+            self._watch_stream = None
+        if self._silent:
+            self._must_list = True
+            msg = f"watch on {self.prefix} went silent"
+            raise _SilentWatchError(msg)
+
+    async def _watchdog(self, watch: PrefixWatch) -> None:
+        """Cancel a watch that stops answering progress requests."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.watchdog_interval)
+            if loop.time() - self._last_response < self.watchdog_interval:
+                continue
+            sent = loop.time()
+            watch.request_progress()
+            await asyncio.sleep(self.watchdog_timeout)
+            if self._last_response < sent:
+                self.stats.silent_watches += 1
+                self._silent = True
+                watch.cancel()
+                return
 
     async def _apply(self, batch: WatchBatch) -> None:
+        if batch.revision < self.stats.revision:
+            msg = (
+                f"etcd revision went back from {self.stats.revision} to "
+                f"{batch.revision}, so its data was reset"
+            )
+            raise _StoreResetError(msg)
+        self._backoff.reset()
         events: list[DiscoveryEvent] = []
         for event in batch.events:
             key = event.kv.key

@@ -17,7 +17,11 @@ from typing import Any, Literal, Self
 
 import etcd3aio
 import grpc
-from etcd3aio import Etcd3Client, prefix_range_end
+from etcd3aio import (
+    Etcd3Client,
+    _protobuf,
+    prefix_range_end,
+)
 
 from registry.config import MeshConfig, resolve_host
 from registry.errors import (
@@ -63,8 +67,8 @@ class WatchEvent:
 class WatchBatch:
     """Events that etcd sent in one watch response, with its revision.
 
-    A batch with no events is a progress notification: it tells the watcher
-    that nothing under the prefix changed up to `revision`.
+    A batch with no events is the stream's "created" reply or a progress
+    notification: nothing under the prefix changed up to `revision`.
     """
 
     revision: int
@@ -267,42 +271,18 @@ class EtcdClient:
 
     # --- watch ---------------------------------------------------------------
 
-    async def watch_prefix(
-        self, prefix: str, *, start_revision: int
-    ) -> AsyncIterator[WatchBatch]:
-        """Yield changes under prefix from start_revision on.
-
-        Raises RevisionCompactedError when start_revision has been compacted:
-        the caller must list the prefix again. (etcd3aio 0.3.0 would otherwise
-        send the compacted response and then wait forever.) Transient stream
-        errors are retried inside etcd3aio, resuming after the last revision.
-        """
-        assert self._client.watch is not None
-        responses = self._client.watch.watch(
+    def watch_prefix(self, prefix: str, *, start_revision: int) -> PrefixWatch:
+        """Return a watch on prefix from start_revision on; iterate it once."""
+        if self._client.watch is None:
+            raise EtcdRequestError("etcd client is not open; call open() first")
+        channel = self._client._channel  # noqa: SLF001
+        return PrefixWatch(
+            _protobuf.WatchStub(channel),
             prefix,
-            range_end=prefix_range_end(prefix),
             start_revision=start_revision,
-            progress_notify=True,
+            endpoints=self.config.endpoint_urls,
+            metadata=self._client.watch._metadata,  # noqa: SLF001
         )
-        try:
-            async with self._errors("watch", prefix):
-                async for response in responses:
-                    if response.compact_revision > 0:
-                        raise RevisionCompactedError(int(response.compact_revision))
-                    if response.canceled:
-                        msg = f"etcd cancelled the watch on {prefix!r}: " + (
-                            response.cancel_reason or "no reason given"
-                        )
-                        raise EtcdRequestError(msg)
-                    if response.created and not response.events:
-                        continue
-                    yield WatchBatch(
-                        revision=int(response.header.revision),
-                        events=tuple(_to_event(event) for event in response.events),
-                    )
-        finally:
-            with contextlib.suppress(Exception):
-                await responses.aclose()  # type: ignore[attr-defined]
 
     # --- internals -----------------------------------------------------------
 
@@ -343,6 +323,100 @@ class EtcdClient:
         except etcd3aio.EtcdError as exc:
             msg = f"etcd rejected {operation} {subject!r}: {exc}"
             raise EtcdRequestError(msg) from exc
+
+
+class PrefixWatch:
+    """One etcd watch stream over a key prefix.
+
+    The watch is written here on etcd's generated stub rather than through
+    etcd3aio's watch, for three reasons: etcd3aio 0.3.0 waits forever after
+    a compacted response, it reconnects on its own with a fixed backoff (so
+    many clients would reconnect in step), and it cannot send a progress
+    request. Here a broken stream raises, and the caller decides when to
+    resume, with jitter.
+    """
+
+    def __init__(
+        self,
+        stub: Any,
+        prefix: str,
+        *,
+        start_revision: int,
+        endpoints: tuple[str, ...],
+        metadata: Any = (),
+    ) -> None:
+        self.prefix = prefix
+        self._stub = stub
+        self._start_revision = start_revision
+        self._endpoints = endpoints
+        self._metadata = metadata or None
+        self._requests: asyncio.Queue[Any] = asyncio.Queue()
+        self._call: Any = None
+        self._cancelled = False
+
+    def request_progress(self) -> None:
+        """Ask etcd to send the current revision on this stream.
+
+        etcd answers with an event-free response once every event up to
+        that revision has been sent, so a reply proves the stream is alive.
+        """
+        progress = _protobuf.rpc_pb2.WatchProgressRequest()  # type: ignore[attr-defined]
+        self._requests.put_nowait(_protobuf.WatchRequest(progress_request=progress))
+
+    def cancel(self) -> None:
+        """End the stream; a running iteration stops without an error."""
+        self._cancelled = True
+        if self._call is not None:
+            self._call.cancel()
+
+    async def _request_stream(self) -> AsyncIterator[Any]:
+        create = _protobuf.WatchCreateRequest(
+            key=self.prefix.encode(),
+            range_end=prefix_range_end(self.prefix),
+            start_revision=self._start_revision,
+            progress_notify=True,
+        )
+        yield _protobuf.WatchRequest(create_request=create)
+        while True:
+            yield await self._requests.get()
+
+    async def __aiter__(self) -> AsyncIterator[WatchBatch]:
+        """Yield one batch per response; the first is the empty "created" one.
+
+        Raises RevisionCompactedError when start_revision has been compacted,
+        EtcdUnavailableError when the stream breaks, and EtcdRequestError
+        when etcd cancels the watch.
+        """
+        self._call = self._stub.Watch(self._request_stream(), metadata=self._metadata)
+        try:
+            async for response in self._call:
+                if response.compact_revision > 0:
+                    raise RevisionCompactedError(int(response.compact_revision))
+                if response.canceled:
+                    reason = response.cancel_reason or "no reason given"
+                    msg = f"etcd cancelled the watch on {self.prefix!r}: {reason}"
+                    raise EtcdRequestError(msg)
+                yield WatchBatch(
+                    revision=int(response.header.revision),
+                    events=tuple(_to_event(event) for event in response.events),
+                )
+        except asyncio.CancelledError:
+            # grpc.aio raises CancelledError in the reader of a call that was
+            # cancelled locally; only a cancel() of this watch is swallowed.
+            if not self._cancelled:
+                raise
+            return
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.CANCELLED and self._cancelled:
+                return
+            detail = (
+                f"watch on {self.prefix!r} broke: {exc.code().name} {exc.details()}"
+            )
+            raise EtcdUnavailableError(self._endpoints, detail) from exc
+        finally:
+            self._call.cancel()
+        detail = f"etcd closed the watch on {self.prefix!r}"
+        raise EtcdUnavailableError(self._endpoints, detail)
 
 
 def _to_event(raw: Any) -> WatchEvent:

@@ -28,7 +28,9 @@ SERVICE = "mesh.counter.v1.CounterService"
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def registration(etcd: EtcdClient, config: MeshConfig, name: str, port: int) -> Registration:
+def registration(
+    etcd: EtcdClient, config: MeshConfig, name: str, port: int
+) -> Registration:
     return Registration(
         etcd,
         config,
@@ -39,7 +41,9 @@ def registration(etcd: EtcdClient, config: MeshConfig, name: str, port: int) -> 
 
 
 @pytest.fixture
-async def resolver(etcd: EtcdClient, mesh_config: MeshConfig) -> AsyncIterator[Resolver]:
+async def resolver(
+    etcd: EtcdClient, mesh_config: MeshConfig
+) -> AsyncIterator[Resolver]:
     resolver = Resolver(etcd, mesh_config, SERVICE)
     resolver.start()
     await resolver.wait_ready(5)
@@ -109,7 +113,9 @@ async def test_revoked_lease_registers_again(etcd, mesh_config, resolver):
 async def test_garbage_value_is_skipped(etcd, mesh_config, resolver):
     prefix = mesh_config.service_prefix(SERVICE)
     await etcd.put(prefix + "garbage", b"not json {")
-    await etcd.put(prefix + "object", b'{"Op":0,"Addr":"127.0.0.1:7","Metadata":{"id":"object"}}')
+    await etcd.put(
+        prefix + "object", b'{"Op":0,"Addr":"127.0.0.1:7","Metadata":{"id":"object"}}'
+    )
     await etcd.put(prefix + "go-null", b'{"Op":0,"Addr":"127.0.0.1:8","Metadata":null}')
     await etcd.put(prefix + "go-missing", b'{"Addr":"127.0.0.1:9"}')
 
@@ -166,7 +172,8 @@ async def test_compaction_during_cut_relists_without_missing_removal(
     proxy = TcpProxy("127.0.0.1", etcd_server.client_port)
     await proxy.start()
     proxied = dataclasses.replace(
-        mesh_config, etcd_endpoints=MeshConfig.from_env({}, etcd_endpoints=proxy.url).etcd_endpoints
+        mesh_config,
+        etcd_endpoints=MeshConfig.from_env({}, etcd_endpoints=proxy.url).etcd_endpoints,
     )
     prefix = mesh_config.service_prefix(SERVICE)
     for name in ("live", "dies"):
@@ -210,9 +217,7 @@ def fake_service(mesh_config: MeshConfig) -> Iterator[subprocess.Popen[bytes]]:
         process.wait()
 
 
-async def test_sigkilled_process_disappears_when_lease_expires(
-    fake_service, resolver
-):
+async def test_sigkilled_process_disappears_when_lease_expires(fake_service, resolver):
     await resolver.wait_for(lambda s: len(s) == 1, timeout=15)
 
     fake_service.send_signal(signal.SIGKILL)
@@ -223,7 +228,9 @@ async def test_sigkilled_process_disappears_when_lease_expires(
     await resolver.wait_for(has(), timeout=10)
 
 
-async def test_sigterm_deregisters_before_exit(fake_service, resolver, etcd, mesh_config):
+async def test_sigterm_deregisters_before_exit(
+    fake_service, resolver, etcd, mesh_config
+):
     await resolver.wait_for(lambda s: len(s) == 1, timeout=15)
 
     fake_service.send_signal(signal.SIGTERM)
@@ -232,3 +239,58 @@ async def test_sigterm_deregisters_before_exit(fake_service, resolver, etcd, mes
     assert status == 0
     keys, _ = await etcd.get_prefix(mesh_config.services_prefix())
     assert keys == []
+
+
+async def test_silent_watch_is_detected_and_endpoints_kept(
+    etcd_server: EtcdProcess, mesh_config, etcd
+):
+    prefix = mesh_config.service_prefix(SERVICE)
+    await etcd.put(prefix + "a", encode_record("127.0.0.1:5", InstanceInfo("a")))
+    resolver = Resolver(
+        etcd, mesh_config, SERVICE, watchdog_interval=0.5, watchdog_timeout=0.5
+    )
+    resolver.start()
+    await resolver.wait_for(has("a"), timeout=5)
+
+    etcd_server.pause()
+    try:
+        await wait_until(lambda: resolver.stats.silent_watches >= 1, timeout=10)
+        assert set(resolver.snapshot()) == {"a"}
+    finally:
+        etcd_server.resume()
+    await etcd.put(prefix + "b", encode_record("127.0.0.1:6", InstanceInfo("b")))
+
+    await resolver.wait_for(has("a", "b"), timeout=15)
+    assert resolver.stats.lists >= 2
+    await resolver.close()
+
+
+async def test_reset_etcd_holds_endpoints_until_they_return(
+    etcd_server: EtcdProcess, mesh_config, tmp_path
+):
+    async with EtcdClient(mesh_config) as client:
+        prefix = mesh_config.service_prefix(SERVICE)
+        for step in range(5):
+            await client.put("/filler", str(step))
+        for name in ("a", "b"):
+            await client.put(
+                prefix + name, encode_record("127.0.0.1:5", InstanceInfo(name))
+            )
+        resolver = Resolver(client, mesh_config, SERVICE)
+        resolver.start()
+        await resolver.wait_for(has("a", "b"), timeout=5)
+        seen: list[int] = []
+        resolver.add_listener(lambda snapshot: seen.append(len(snapshot)))
+
+        etcd_server.kill()
+        etcd_server.data_dir = tmp_path / "empty-data"
+        etcd_server.start()
+        await put_when_reachable(
+            client, prefix + "a", encode_record("127.0.0.1:5", InstanceInfo("a"))
+        )
+
+        await wait_until(lambda: resolver.stats.resets >= 1, timeout=30)
+        assert set(resolver.snapshot()) == {"a", "b"}
+        await resolver.wait_for(has("a"), timeout=30)
+        assert 0 not in seen
+        await resolver.close()
