@@ -1,9 +1,21 @@
-"""Endpoint state and the policies that pick one endpoint per call."""
+"""Endpoint state, passive outlier ejection, and the balancing policies.
+
+Policies pick one endpoint per call from those not ejected:
+
+| name           | picks                                                      |
+|----------------|------------------------------------------------------------|
+| round_robin    | each endpoint in turn                                      |
+| least_request  | the less loaded of two random endpoints (outstanding calls)|
+| ewma           | the lower of two random endpoints by latency EWMA x load   |
+"""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -21,6 +33,11 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.max_reconnect_backoff_ms", 2_000),
 )
 
+# Latency samples lose half their weight in this many seconds.
+EWMA_HALF_LIFE = 5.0
+# A new endpoint starts at this latency, so it is tried but not flooded.
+EWMA_INITIAL = 0.010
+
 
 @dataclass
 class EndpointStats:
@@ -30,30 +47,59 @@ class EndpointStats:
     calls: int = 0
     failures: int = 0
     in_flight: int = 0
+    ejections: int = 0
+    latency_ewma: float = EWMA_INITIAL
 
 
 @dataclass(eq=False)
 class EndpointState:
-    """One endpoint with its own gRPC channel and call counters."""
+    """One endpoint with its own gRPC channel, counters and ejection state."""
 
     endpoint: Endpoint
     channel: grpc.aio.Channel
     stats: EndpointStats
     multicallables: dict[tuple[str, str], object] = field(default_factory=dict)
+    ejected_until: float = 0.0
+    returned_at: float = 0.0
+    consecutive_ejections: int = 0
+    probing: bool = False
+    _ewma_time: float = field(default_factory=time.monotonic)
 
     @classmethod
     def open(cls, endpoint: Endpoint) -> EndpointState:
         channel = grpc.aio.insecure_channel(endpoint.address, options=CHANNEL_OPTIONS)
         return cls(endpoint, channel, EndpointStats(endpoint.address))
 
+    @property
+    def instance_id(self) -> str:
+        return self.endpoint.instance_id
+
+    def ejected(self, now: float) -> bool:
+        return now < self.ejected_until or self.probing
+
     def call_started(self) -> None:
         self.stats.calls += 1
         self.stats.in_flight += 1
 
-    def call_done(self, *, failed: bool) -> None:
+    def call_done(self, *, failed: bool, latency: float | None = None) -> None:
         self.stats.in_flight -= 1
         if failed:
             self.stats.failures += 1
+        if latency is not None:
+            self._observe_latency(latency)
+
+    def _observe_latency(self, latency: float) -> None:
+        now = time.monotonic()
+        weight = math.exp(-(now - self._ewma_time) * math.log(2) / EWMA_HALF_LIFE)
+        self._ewma_time = now
+        # Peak-sensitive: a slow sample replaces the average at once, and
+        # fast samples pull it back down gradually.
+        if latency > self.stats.latency_ewma:
+            self.stats.latency_ewma = latency
+        else:
+            self.stats.latency_ewma = self.stats.latency_ewma * weight + latency * (
+                1 - weight
+            )
 
 
 class Policy(Protocol):
@@ -72,7 +118,34 @@ class RoundRobin:
         return states[next(self._counter) % len(states)]
 
 
-POLICIES: dict[str, type[RoundRobin]] = {"round_robin": RoundRobin}
+class LeastRequest:
+    """Power of two choices over outstanding requests."""
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self._rng = rng or random.Random()  # noqa: S311 - balancing, not security
+
+    def pick(self, states: Sequence[EndpointState]) -> EndpointState:
+        if len(states) == 1:
+            return states[0]
+        first, second = self._rng.sample(list(states), 2)
+        return first if self.load(first) <= self.load(second) else second
+
+    def load(self, state: EndpointState) -> float:
+        return float(state.stats.in_flight)
+
+
+class PeakEwma(LeastRequest):
+    """Power of two choices over latency EWMA times (outstanding + 1)."""
+
+    def load(self, state: EndpointState) -> float:
+        return state.stats.latency_ewma * (state.stats.in_flight + 1)
+
+
+POLICIES: dict[str, Callable[[], Policy]] = {
+    "round_robin": RoundRobin,
+    "least_request": LeastRequest,
+    "ewma": PeakEwma,
+}
 
 
 def make_policy(name: str) -> Policy:
@@ -83,3 +156,56 @@ def make_policy(name: str) -> Policy:
         known = ", ".join(sorted(POLICIES))
         msg = f"policy: unknown balancing policy {name!r}; use one of {known}"
         raise ValueError(msg) from None
+
+
+@dataclass
+class Ejector:
+    """Passive outlier ejection after connection-level failures.
+
+    An endpoint is ejected for `base` seconds, doubled for each ejection
+    since it last stayed healthy for `maximum` seconds, up to `maximum`. At
+    most `max_share` of the endpoints are ejected at once, never the last.
+    """
+
+    base: float = 1.0
+    maximum: float = 30.0
+    max_share: float = 0.5
+    clock: Callable[[], float] = time.monotonic
+
+    def available(self, states: Sequence[EndpointState]) -> list[EndpointState]:
+        """Return the endpoints that may take calls now."""
+        now = self.clock()
+        usable = [state for state in states if not state.ejected(now)]
+        return usable or list(states)
+
+    def try_eject(self, state: EndpointState, states: Sequence[EndpointState]) -> bool:
+        """Eject state unless that breaks the bounds; True when ejected."""
+        now = self.clock()
+        if state.ejected(now):
+            return False
+        ejected = sum(1 for other in states if other.ejected(now))
+        limit = max(1, math.floor(len(states) * self.max_share))
+        if ejected + 1 > limit or ejected + 1 >= len(states):
+            return False
+        if now - state.returned_at > self.maximum:
+            state.consecutive_ejections = 0
+        state.consecutive_ejections += 1
+        state.stats.ejections += 1
+        exponent = min(state.consecutive_ejections - 1, 16)
+        state.ejected_until = now + min(self.maximum, self.base * 2**exponent)
+        return True
+
+    def extend(self, state: EndpointState) -> None:
+        """Eject again after a failed probe, for a longer time."""
+        state.consecutive_ejections += 1
+        exponent = min(state.consecutive_ejections - 1, 16)
+        state.ejected_until = self.clock() + min(self.maximum, self.base * 2**exponent)
+
+    def restore(self, state: EndpointState) -> None:
+        """Return an endpoint after a successful probe."""
+        state.ejected_until = 0.0
+        state.probing = False
+        state.returned_at = self.clock()
+
+    def duration(self, state: EndpointState) -> float:
+        return max(0.0, state.ejected_until - self.clock())

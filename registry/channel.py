@@ -12,15 +12,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
 import grpc
 import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from registry.balancer import EndpointState, EndpointStats, Policy, make_policy
+from registry import metrics
+from registry.balancer import (
+    Ejector,
+    EndpointState,
+    EndpointStats,
+    Policy,
+    make_policy,
+)
 from registry.calls import (
+    CallSetup,
+    NoEndpointError,
     StreamStreamCall,
     StreamUnaryCall,
     UnaryStreamCall,
@@ -28,6 +39,7 @@ from registry.calls import (
 )
 from registry.discovery import Resolver
 from registry.model import Endpoint
+from registry.retry import RetryBudget, method_rules
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +47,11 @@ logger = logging.getLogger(__name__)
 READY_TIMEOUT = 5.0
 # In-flight calls on a removed endpoint get this long before its channel closes.
 CLOSE_GRACE = 10.0
+# Calls without a timeout of their own get this deadline, in seconds.
+DEFAULT_TIMEOUT = 10.0
+# Attempts per call, the first one included.
+MAX_ATTEMPTS = 3
+PROBE_TIMEOUT = 1.0
 
 Serializer = Callable[[Any], bytes] | None
 Deserializer = Callable[[bytes], Any] | None
@@ -43,10 +60,26 @@ Deserializer = Callable[[bytes], Any] | None
 class MeshChannel(grpc.aio.Channel):
     """A grpc.aio.Channel that spreads calls over a service's live endpoints."""
 
-    def __init__(self, resolver: Resolver, *, policy: str = "round_robin") -> None:
+    def __init__(
+        self,
+        resolver: Resolver,
+        *,
+        policy: str = "round_robin",
+        default_timeout: float | None = DEFAULT_TIMEOUT,
+        max_attempts: int = MAX_ATTEMPTS,
+        budget: RetryBudget | None = None,
+        ejector: Ejector | None = None,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts: must be at least 1, got {max_attempts}")
         self.service = resolver.service
+        self.default_timeout = default_timeout
+        self.max_attempts = max_attempts
+        self.budget = budget or RetryBudget()
+        self.ejector = ejector or Ejector()
         self._resolver = resolver
         self._policy: Policy = make_policy(policy)
+        self._probes: set[asyncio.Task[None]] = set()
         self._states: dict[str, EndpointState] = {}
         self._order: list[EndpointState] = []
         self._retired: dict[str, EndpointStats] = {}
@@ -81,6 +114,7 @@ class MeshChannel(grpc.aio.Channel):
             else:
                 existing.endpoint = endpoint
         self._order = [self._states[key] for key in sorted(self._states)]
+        metrics.ENDPOINTS.labels(self.service).set(len(self._order))
 
     def _retire(self, instance_id: str) -> None:
         state = self._states.pop(instance_id)
@@ -89,11 +123,13 @@ class MeshChannel(grpc.aio.Channel):
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def _pick(self, timeout: float | None) -> EndpointState:
+    async def _pick(
+        self, timeout: float | None, tried: set[EndpointState]
+    ) -> EndpointState:
         if not self._resolver.ready:
             wait = READY_TIMEOUT if timeout is None else min(timeout, READY_TIMEOUT)
             with contextlib.suppress(TimeoutError):
-                await self._resolver.wait_ready(wait)
+                await self._resolver.wait_ready(max(wait, 0.0))
         if self._closed:
             raise _unavailable("the mesh channel is closed")
         if not self._order:
@@ -102,7 +138,53 @@ class MeshChannel(grpc.aio.Channel):
                 f"{self._resolver.namespace!r}; check that a replica is running "
                 "and registered (meshctl ls)"
             )
-        return self._policy.pick(self._order)
+        candidates = self.ejector.available(self._order)
+        untried = [state for state in candidates if state not in tried]
+        return self._policy.pick(untried or candidates)
+
+    def _on_unavailable(self, state: EndpointState) -> None:
+        """Eject an endpoint that failed at the connection level."""
+        if state.endpoint.instance_id not in self._states:
+            return
+        if not self.ejector.try_eject(state, self._order):
+            return
+        metrics.EJECTIONS.labels(self.service).inc()
+        logger.warning(
+            "%s: ejected %s at %s for %.1f s after a connection failure",
+            self.service,
+            state.instance_id,
+            state.endpoint.address,
+            self.ejector.duration(state),
+        )
+        task = asyncio.get_running_loop().create_task(self._probe_later(state))
+        self._probes.add(task)
+        task.add_done_callback(self._probes.discard)
+
+    async def _probe_later(self, state: EndpointState) -> None:
+        """Return an ejected endpoint once a health check passes."""
+        stub = health_pb2_grpc.HealthStub(state.channel)
+        while state.endpoint.instance_id in self._states and not self._closed:
+            await asyncio.sleep(self.ejector.duration(state))
+            state.probing = True
+            try:
+                reply = await stub.Check(
+                    health_pb2.HealthCheckRequest(service=self.service),
+                    timeout=PROBE_TIMEOUT,
+                )
+            except grpc.aio.AioRpcError:
+                serving = False
+            else:
+                serving = reply.status == health_pb2.HealthCheckResponse.SERVING
+            if serving:
+                self.ejector.restore(state)
+                logger.info(
+                    "%s: %s is back after a passing probe",
+                    self.service,
+                    state.instance_id,
+                )
+                return
+            self.ejector.extend(state)
+            state.probing = False
 
     # --- grpc.aio.Channel -----------------------------------------------------
 
@@ -152,6 +234,8 @@ class MeshChannel(grpc.aio.Channel):
 
     async def close(self, grace: float | None = None) -> None:
         self._closed = True
+        for probe in self._probes:
+            probe.cancel()
         states = list(self._states.values())
         self._states.clear()
         self._order = []
@@ -200,7 +284,7 @@ _CALL_TYPES: dict[str, type[Any]] = {
 
 
 class _MultiCallable:
-    """What a stub holds for one method: calling it starts a deferred call."""
+    """What a stub holds for one method: calling it starts a mesh call."""
 
     def __init__(
         self,
@@ -215,14 +299,34 @@ class _MultiCallable:
         self._method = method
         self._serializer = serializer
         self._deserializer = deserializer
+        self._rules = method_rules(method)
 
     def __call__(self, request: Any = None, **kwargs: Any) -> Any:
-        timeout: float | None = kwargs.get("timeout")
+        channel = self._channel
+        timeout = kwargs.pop("timeout", None)
+        if timeout is None:
+            timeout = channel.default_timeout
+        if self._rules.has_request_id and not request.request_id:
+            # One id for every attempt, so that the server applies it once.
+            keyed = type(request)()
+            keyed.CopyFrom(request)
+            keyed.request_id = uuid.uuid4().hex
+            request = keyed
 
-        def start(state: EndpointState) -> Any:
-            return self._real(state)(request, **kwargs)
+        def start(state: EndpointState, remaining: float | None) -> Any:
+            return self._real(state)(request, timeout=remaining, **kwargs)
 
-        return _CALL_TYPES[self._shape](self._channel._pick, start, timeout)  # noqa: SLF001
+        setup = CallSetup(
+            service=channel.service,
+            method=self._method,
+            rules=self._rules,
+            pick=channel._pick,  # noqa: SLF001
+            start=start,
+            on_unavailable=channel._on_unavailable,  # noqa: SLF001
+            budget=channel.budget,
+            max_attempts=channel.max_attempts,
+        )
+        return _CALL_TYPES[self._shape](setup, timeout)
 
     def _real(self, state: EndpointState) -> Any:
         key = (self._shape, self._method)
@@ -235,7 +339,7 @@ class _MultiCallable:
 
 
 def _unavailable(details: str) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(
+    return NoEndpointError(
         grpc.StatusCode.UNAVAILABLE,
         grpc.aio.Metadata(),
         grpc.aio.Metadata(),

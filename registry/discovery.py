@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from registry import metrics
 from registry.backoff import Backoff
 from registry.config import MeshConfig
 from registry.errors import MeshError, RevisionCompactedError
@@ -191,6 +192,7 @@ class Resolver:
                 await self._pause(str(exc))
 
     async def _pause(self, reason: str) -> None:
+        metrics.WATCH_RESTARTS.labels(self.service).inc()
         # Jitter spreads the re-lists and re-watches of many clients after a
         # shared outage, so that they do not reach etcd in one burst.
         delay = self._backoff.next_delay()
@@ -207,6 +209,7 @@ class Resolver:
     async def _list(self) -> None:
         kvs, revision = await self._etcd.get_prefix(self.prefix)
         self.stats.lists += 1
+        metrics.RELISTS.labels(self.service).inc()
         fresh: dict[str, Endpoint] = {}
         for kv in kvs:
             endpoint = self._decode(kv)
@@ -341,6 +344,7 @@ class Resolver:
             )
         except RecordError as exc:
             self.stats.skipped_values += 1
+            metrics.SKIPPED_VALUES.labels(self.service).inc()
             suppressed = self._limiter.allow(kv.key, time.monotonic())
             if suppressed is not None:
                 logger.warning(

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from registry import metrics
 from registry.backoff import Backoff
 from registry.config import MeshConfig
 from registry.errors import MeshError
@@ -135,6 +136,8 @@ class Registration:
             await self._keep_alive(granted_ttl)
             self._registered.clear()
             self.stats.lease_losses += 1
+            for service in self.services:
+                metrics.LEASE_LOSSES.labels(service).inc()
             logger.warning(
                 "lease %x of %s is gone; registering again",
                 self.lease_id,
@@ -149,6 +152,8 @@ class Registration:
         )
         self.lease_id = lease_id
         self.stats.registrations += 1
+        for service in self.services:
+            metrics.REGISTRATIONS.labels(service).inc()
         self._registered.set()
         logger.info(
             "registered %s at %s for %s with lease %x (ttl %d s)",

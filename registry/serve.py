@@ -74,6 +74,7 @@ class MeshServer:
         zone: str = "local",
         weight: int = 100,
         grace: float = 5.0,
+        drain_delay: float = 1.0,
     ) -> None:
         if not specs:
             raise ValueError("specs: serve at least one service")
@@ -88,6 +89,7 @@ class MeshServer:
         self._bind_host = bind_host
         self._info = InstanceInfo(self.instance_id, version, zone, weight)
         self._grace = grace
+        self._drain_delay = drain_delay
         self._server = grpc.aio.server(
             interceptors=[InstanceTrailerInterceptor(self.instance_id)]
         )
@@ -129,10 +131,16 @@ class MeshServer:
         await self.registration.start()
 
     async def stop(self) -> None:
-        """Drain: NOT_SERVING, deregister, let calls finish, stop."""
+        """Drain: NOT_SERVING, deregister, let calls finish, stop.
+
+        Between deregistering and stopping, the server keeps accepting calls
+        for `drain_delay` seconds, so that clients that have not yet seen the
+        removal still get answers instead of errors.
+        """
         await self.health.enter_graceful_shutdown()
         if self.registration is not None:
             await self.registration.stop()
+        await asyncio.sleep(self._drain_delay)
         await self._server.stop(self._grace)
         logger.info("stopped %s", self.instance_id)
 
@@ -177,6 +185,13 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=float(env.get("MESH_GRACE", "5")),
         help="seconds that in-flight calls get on shutdown (env MESH_GRACE)",
+    )
+    parser.add_argument(
+        "--drain-delay",
+        type=float,
+        default=float(env.get("MESH_DRAIN_DELAY", "1")),
+        help="seconds between deregistering and refusing new calls on shutdown "
+        "(env MESH_DRAIN_DELAY)",
     )
     parser.add_argument(
         "--log-level",
@@ -240,6 +255,7 @@ async def _serve(
             bind_host=args.bind_host,
             zone=args.zone,
             grace=args.grace,
+            drain_delay=args.drain_delay,
         )
         await server.start()
         print(  # noqa: T201

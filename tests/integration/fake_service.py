@@ -26,8 +26,10 @@ class MemoryCounter(counter_pb2_grpc.CounterServiceServicer):
     def __init__(self, delay: float = 0.0) -> None:
         self.values: dict[str, int] = {}
         self.delay = delay
+        self.request_ids: list[str] = []
 
     async def Increment(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        self.request_ids.append(request.request_id)
         if self.delay:
             await asyncio.sleep(self.delay)
         value = self.values.get(request.name, 0) + request.delta
@@ -47,13 +49,17 @@ class MemoryCounter(counter_pb2_grpc.CounterServiceServicer):
     ) -> AsyncIterator[Any]:
         for step in range(3):
             yield counter_pb2.WatchCounterResponse(
-                counter=counter_pb2.Counter(name=request.name, value=step), revision=step
+                counter=counter_pb2.Counter(name=request.name, value=step),
+                revision=step,
             )
 
 
 def spec(servicer: MemoryCounter, name: str = SERVICE) -> ServiceSpec:
     return ServiceSpec(
-        name, lambda server: counter_pb2_grpc.add_CounterServiceServicer_to_server(servicer, server)
+        name,
+        lambda server: counter_pb2_grpc.add_CounterServiceServicer_to_server(
+            servicer, server
+        ),
     )
 
 

@@ -22,7 +22,9 @@ pytestmark = pytest.mark.integration
 SERVICE = "mesh.counter.v1.CounterService"
 
 
-async def start_servers(config: MeshConfig, etcd: EtcdClient, count: int) -> list[MeshServer]:
+async def start_servers(
+    config: MeshConfig, etcd: EtcdClient, count: int
+) -> list[MeshServer]:
     servers = [
         MeshServer([spec(MemoryCounter())], config, etcd=etcd, bind_host="127.0.0.1")
         for _ in range(count)
@@ -68,7 +70,10 @@ async def test_streaming_method_works_through_stub(mesh_config, etcd, mesh):
     values = [reply.counter.value async for reply in call]
 
     assert values == [0, 1, 2]
-    assert dict(await call.trailing_metadata())[INSTANCE_METADATA_KEY] == servers[0].instance_id
+    assert (
+        dict(await call.trailing_metadata())[INSTANCE_METADATA_KEY]
+        == servers[0].instance_id
+    )
     assert await call.code() == grpc.StatusCode.OK
     await servers[0].stop()
 
@@ -114,5 +119,76 @@ async def test_concurrent_calls_all_succeed(mesh_config, etcd, mesh):
     )
 
     assert len(replies) == 100
+    for server in servers:
+        await server.stop()
+
+
+async def crash(server: MeshServer) -> None:
+    """Stop serving without deregistering, as a killed process would."""
+    assert server.registration is not None
+    task = server.registration._task
+    assert task is not None
+    task.cancel()
+    await server._server.stop(None)
+
+
+async def test_dead_instance_is_routed_around_before_lease_expires(
+    mesh_config, etcd, mesh
+):
+    servers = await start_servers(mesh_config, etcd, 3)
+    channel = mesh.channel(SERVICE)
+    await mesh.resolver(SERVICE).wait_for(lambda s: len(s) == 3, timeout=5)
+    stub = counter_pb2_grpc.CounterServiceStub(channel)
+    await crash(servers[0])
+
+    replies = [
+        await stub.Increment(counter_pb2.IncrementRequest(name="n", delta=1))
+        for _ in range(60)
+    ]
+
+    assert len(replies) == 60
+    assert len(mesh.resolver(SERVICE).snapshot()) == 3
+    assert channel.statistics()[servers[0].instance_id].ejections == 1
+    for server in servers[1:]:
+        await server.stop()
+
+
+async def test_empty_request_id_is_filled_once_per_call(mesh_config, etcd, mesh):
+    servicer = MemoryCounter()
+    server = MeshServer([spec(servicer)], mesh_config, etcd=etcd, bind_host="127.0.0.1")
+    await server.start()
+    await mesh.resolver(SERVICE).wait_for(lambda s: len(s) == 1, timeout=5)
+    stub = counter_pb2_grpc.CounterServiceStub(mesh.channel(SERVICE))
+
+    await stub.Increment(counter_pb2.IncrementRequest(name="n", delta=1))
+    await stub.Increment(
+        counter_pb2.IncrementRequest(name="n", delta=1, request_id="mine")
+    )
+
+    assert len(servicer.request_ids[0]) == 32
+    assert servicer.request_ids[1] == "mine"
+    await server.stop()
+
+
+async def test_slow_replica_gets_few_calls_under_ewma(mesh_config, etcd, mesh):
+    fast = [MemoryCounter(delay=0.002) for _ in range(2)]
+    slow = MemoryCounter(delay=0.02)
+    servers = [
+        MeshServer([spec(servicer)], mesh_config, etcd=etcd, bind_host="127.0.0.1")
+        for servicer in [*fast, slow]
+    ]
+    for server in servers:
+        await server.start()
+    await mesh.resolver(SERVICE).wait_for(lambda s: len(s) == 3, timeout=5)
+    stub = counter_pb2_grpc.CounterServiceStub(mesh.channel(SERVICE, policy="ewma"))
+
+    async def worker() -> None:
+        for _ in range(50):
+            await stub.Increment(counter_pb2.IncrementRequest(name="n", delta=1))
+
+    await asyncio.gather(*(worker() for _ in range(6)))
+
+    slow_share = len(slow.request_ids) / 300
+    assert slow_share < 0.15
     for server in servers:
         await server.stop()

@@ -15,8 +15,8 @@ import pytest
 
 from registry.config import MeshConfig
 from registry.discovery import Resolver
-from registry.etcd import EtcdClient
 from registry.errors import EtcdUnavailableError
+from registry.etcd import EtcdClient
 from registry.etcd_process import EtcdProcess
 from registry.model import InstanceInfo, encode_record
 from registry.registration import Registration
