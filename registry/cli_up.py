@@ -1,0 +1,261 @@
+"""`meshctl up`: etcd, the service replicas and the front on one machine.
+
+Order of work: check that the front port is free, find etcd or start an
+embedded one, start the children, wait until every replica is registered and
+the front listens, then show the status until SIGINT or SIGTERM. Stopping
+runs in reverse: every child gets SIGTERM (and SIGKILL after a grace period),
+any registration a child left behind is removed, and the embedded etcd stops
+last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.text import Text
+
+from registry.cli_common import (
+    COUNTER_SERVICE,
+    USER_SERVICE,
+    list_endpoints,
+    open_etcd,
+    run_until_signal,
+    until_stopped,
+    warn,
+)
+from registry.cli_etcd import (
+    embedded_etcd_for,
+    etcd_answers,
+    is_local_host,
+    state_dir,
+)
+from registry.cli_status import StatusView, display_path, ready_message
+from registry.errors import MeshError
+from registry.etcd_process import port_is_open
+from registry.supervisor import ChildExit, ChildSpec, Supervisor, SupervisorError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from pathlib import Path
+
+    from registry.config import MeshConfig
+    from registry.etcd import EtcdClient
+    from registry.etcd_process import EtcdProcess
+    from registry.model import Endpoint
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    """Replica counts, front port and readiness timeout (seconds) of `meshctl up`."""
+
+    counters: int = 2
+    users: int = 2
+    front_port: int = 8080
+    ready_timeout: float = 60.0
+
+
+def ensure_port_free(port: int) -> None:
+    """Raise SupervisorError when port on 127.0.0.1 is in use."""
+    taken = port_is_open("127.0.0.1", port, timeout=0.2)
+    if not taken:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            # The same option uvicorn sets, so that sockets in TIME_WAIT
+            # from an earlier run do not count as taken.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                taken = True
+    if taken:
+        msg = (
+            f"front port {port} is already taken; stop what listens there "
+            "or choose another port with --front-port"
+        )
+        raise SupervisorError(msg)
+
+
+def child_environment(config: MeshConfig) -> dict[str, str]:
+    """Return the environment of every child: this one plus the mesh settings."""
+    env = dict(os.environ)
+    env["MESH_ETCD_ENDPOINTS"] = ",".join(config.endpoint_urls)
+    env["MESH_NAMESPACE"] = config.namespace
+    env["MESH_LEASE_TTL"] = str(config.lease_ttl)
+    env["PYTHONUNBUFFERED"] = "1"
+    if config.advertise_host:
+        env["MESH_ADVERTISE_HOST"] = config.advertise_host
+    elif all(is_local_host(e.host) for e in config.etcd_endpoints):
+        # With etcd on this machine, the replicas only need to be reachable
+        # from here, and 127.0.0.1 works without a network.
+        env["MESH_ADVERTISE_HOST"] = "127.0.0.1"
+        env.setdefault("MESH_BIND_HOST", "127.0.0.1")
+    return env
+
+
+def child_specs(options: UpOptions, config: MeshConfig, logs: Path) -> list[ChildSpec]:
+    env = child_environment(config)
+    python = sys.executable
+
+    def spec(name: str, *argv: str) -> ChildSpec:
+        return ChildSpec(name, (python, *argv), env, logs / f"{name}.log")
+
+    specs = [
+        spec(f"counter-{n}", "-m", "counter_svc")
+        for n in range(1, options.counters + 1)
+    ]
+    specs += [spec(f"user-{n}", "-m", "user_svc") for n in range(1, options.users + 1)]
+    specs.append(spec("front", "-m", "front", "--port", str(options.front_port)))
+    return specs
+
+
+class RegistrationCleaner:
+    """Revokes the lease of registrations that an exited child left behind.
+
+    A child stopped with SIGTERM deletes its own keys. This covers a child
+    that crashed or had to be killed: its keys would otherwise stay until the
+    lease expires, and clients would keep calling a dead address.
+    """
+
+    def __init__(
+        self, client: EtcdClient, config: MeshConfig, report: Callable[[str], None]
+    ) -> None:
+        self._client = client
+        self._config = config
+        self._report = report
+
+    async def on_exit(self, exit_info: ChildExit) -> None:
+        if not exit_info.instance_ids:
+            return
+        try:
+            leftovers = await self._remove(exit_info.instance_ids)
+        except MeshError as exc:
+            warn(f"could not remove the registration of {exit_info.name}: {exc}")
+            return
+        for endpoint in leftovers:
+            self._report(
+                f"removed the registration of {exit_info.name} "
+                f"({endpoint.service} {endpoint.instance_id}) that it left behind"
+            )
+
+    async def _remove(self, instance_ids: frozenset[str]) -> list[Endpoint]:
+        endpoints, _ = await list_endpoints(
+            self._client, self._config, self._config.services_prefix(), quiet=True
+        )
+        leftovers = [e for e in endpoints.values() if e.instance_id in instance_ids]
+        # Revoking the lease deletes every key of that process at once.
+        for lease in sorted({e.lease for e in leftovers if e.lease}):
+            await self._client.revoke_lease(lease)
+        for endpoint in leftovers:
+            if not endpoint.lease:
+                await self._client.delete(endpoint.key)
+        return leftovers
+
+
+async def run_up(config: MeshConfig, options: UpOptions) -> int:
+    # Checked before anything starts, so a taken port leaves nothing behind.
+    ensure_port_free(options.front_port)
+    run = LocalMesh(config, options, state_dir())
+    return await run_until_signal(run.run)
+
+
+class LocalMesh:
+    """One run of `meshctl up`, from the etcd check to the last stop."""
+
+    def __init__(self, config: MeshConfig, options: UpOptions, state: Path) -> None:
+        self.config = config
+        self.options = options
+        self.state = state
+        self.logs = state / "logs"
+        self.console = Console()
+
+    def say(self, message: str) -> None:
+        # Soft wrap leaves long lines, such as the grpcurl command, unbroken
+        # for copy and paste.
+        try:
+            self.console.print(Text(message), soft_wrap=True)
+        except OSError:
+            # The terminal is gone after a SIGHUP, and the stop must go on.
+            logger.info("%s", message)
+
+    async def run(self, stop: asyncio.Event) -> int:
+        """Run the mesh until stop is set and return the exit status."""
+        etcd: EtcdProcess | None = None
+        if not etcd_answers(self.config):
+            etcd = embedded_etcd_for(self.config, self.state)
+            self.say(
+                f"starting an embedded etcd at {etcd.client_url} "
+                f"(data in {display_path(etcd.data_dir)}, "
+                f"log in {display_path(self.state / 'etcd.log')})"
+            )
+            await asyncio.to_thread(etcd.start)
+        try:
+            if stop.is_set():
+                return 0
+            async with open_etcd(self.config) as client:
+                return await self._run_children(client, stop)
+        finally:
+            if etcd is not None:
+                await asyncio.to_thread(etcd.stop)
+                self.say("embedded etcd stopped")
+
+    async def _run_children(self, client: EtcdClient, stop: asyncio.Event) -> int:
+        config, options = self.config, self.options
+        # Instances registered before the start do not count towards readiness.
+        baseline, _ = await list_endpoints(client, config, config.services_prefix())
+        cleaner = RegistrationCleaner(client, config, self.say)
+        supervisor = Supervisor(
+            child_specs(options, config, self.logs),
+            report=self.say,
+            on_exit=cleaner.on_exit,
+        )
+        view = StatusView(client, config, supervisor, self.console)
+        expected = {COUNTER_SERVICE: options.counters, USER_SERVICE: options.users}
+        try:
+            await supervisor.start()
+            ready = view.wait_ready(
+                baseline, expected, options.front_port, options.ready_timeout
+            )
+            fresh = await until_stopped(ready, stop)
+            if fresh is None:
+                return 0
+            self.say(ready_message(options.front_port, fresh, self.logs))
+            await until_stopped(view.show(), stop)
+            return 0
+        finally:
+            running = sum(child.running for child in supervisor.children)
+            self.say(f"stopping {running} processes")
+            await supervisor.stop()
+            await _report_leftovers(client, config, baseline)
+
+
+async def _report_leftovers(
+    client: EtcdClient, config: MeshConfig, baseline: Mapping[str, Endpoint]
+) -> None:
+    """Warn about instances registered during the run that are still there.
+
+    After a clean stop these are replicas started by hand next to meshctl,
+    or children whose keys could not be removed and now wait for their lease
+    to expire.
+    """
+    try:
+        endpoints, _ = await list_endpoints(
+            client, config, config.services_prefix(), quiet=True
+        )
+    except MeshError as exc:
+        warn(f"could not check for registrations left behind: {exc}")
+        return
+    left = sorted(e.instance_id for key, e in endpoints.items() if key not in baseline)
+    if left:
+        warn(
+            f"{len(left)} instances registered during this run are still "
+            f"registered: {', '.join(left)}. Either their process still runs, "
+            f"or their keys expire with the lease within {config.lease_ttl} s."
+        )
