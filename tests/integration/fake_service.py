@@ -28,7 +28,9 @@ class MemoryCounter(counter_pb2_grpc.CounterServiceServicer):
         self.delay = delay
         self.request_ids: list[str] = []
 
-    async def Increment(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def Increment(
+        self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Any:
         self.request_ids.append(request.request_id)
         if self.delay:
             await asyncio.sleep(self.delay)
@@ -38,14 +40,25 @@ class MemoryCounter(counter_pb2_grpc.CounterServiceServicer):
             counter=counter_pb2.Counter(name=request.name, value=value)
         )
 
-    async def GetCounter(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def GetCounter(
+        self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Any:
         value = self.values.get(request.name, 0)
         return counter_pb2.GetCounterResponse(
             counter=counter_pb2.Counter(name=request.name, value=value)
         )
 
+    async def ListCounters(
+        self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Any:
+        counters = [
+            counter_pb2.Counter(name=name, value=value)
+            for name, value in sorted(self.values.items())
+        ]
+        return counter_pb2.ListCountersResponse(counters=counters)
+
     async def WatchCounter(
-        self, request: Any, context: grpc.aio.ServicerContext
+        self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
         for step in range(3):
             yield counter_pb2.WatchCounterResponse(

@@ -41,7 +41,9 @@ def test_several_endpoints_are_parsed_in_order():
     ]
 
 
-@pytest.mark.parametrize("raw", ["", " , ", "ftp://host:1", "http://:2379", "http://h:99999"])
+@pytest.mark.parametrize(
+    "raw", ["", " , ", "ftp://host:1", "http://:2379", "http://h:99999"]
+)
 def test_invalid_endpoints_name_the_variable(raw):
     with pytest.raises(ConfigError) as caught:
         parse_endpoints(raw)
@@ -71,7 +73,9 @@ def test_service_prefix_ends_with_slash():
     config = MeshConfig.from_env({})
 
     assert config.service_prefix("counter") == "/mesh/services/counter/"
-    assert not config.service_prefix("counter2").startswith(config.service_prefix("counter"))
+    assert not config.service_prefix("counter2").startswith(
+        config.service_prefix("counter")
+    )
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "[::]"])

@@ -14,7 +14,10 @@ def differing_files(left: Path, right: Path) -> list[str]:
     comparison = filecmp.dircmp(left, right, ignore=["__pycache__"])
     found = [*comparison.left_only, *comparison.right_only, *comparison.diff_files]
     for name, sub in comparison.subdirs.items():
-        found += [f"{name}/{item}" for item in differing_files(Path(sub.left), Path(sub.right))]
+        found += [
+            f"{name}/{item}"
+            for item in differing_files(Path(sub.left), Path(sub.right))
+        ]
     return found
 
 

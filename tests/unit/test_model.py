@@ -25,7 +25,13 @@ def test_metadata_holds_required_attributes():
 
     metadata = json.loads(json.loads(encode_record("h:1", info))["Metadata"])
 
-    assert metadata == {"id": "i-1", "version": "1.2.3", "zone": "z", "weight": 7, "start_time": 5.0}
+    assert metadata == {
+        "id": "i-1",
+        "version": "1.2.3",
+        "zone": "z",
+        "weight": 7,
+        "start_time": 5.0,
+    }
 
 
 def test_round_trip_keeps_attributes():
