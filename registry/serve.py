@@ -220,9 +220,16 @@ def run_service(
     prog: str,
     build: Callable[[EtcdClient], Sequence[ServiceSpec]],
     argv: Sequence[str] | None = None,
+    *,
+    parents: Sequence[argparse.ArgumentParser] = (),
 ) -> int:
-    """Run a service process until SIGTERM or SIGINT; return the exit status."""
-    parser = argparse.ArgumentParser(prog=prog, description=f"Run {prog} in the mesh.")
+    """Run a service process until SIGTERM or SIGINT; return the exit status.
+
+    `parents` add a service's own flags, so that --help lists them too.
+    """
+    parser = argparse.ArgumentParser(
+        prog=prog, description=f"Run {prog} in the mesh.", parents=list(parents)
+    )
     add_server_arguments(parser)
     args = parser.parse_args(argv)
     configure_logging(args.log_level)

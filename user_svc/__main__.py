@@ -38,8 +38,8 @@ def session_ttl(raw: str) -> int:
 
 
 def session_parser() -> argparse.ArgumentParser:
-    # add_help=False leaves --help to run_service's parser, which lists the
-    # shared flags; this parser takes only the flag of this service.
+    # add_help=False leaves --help to run_service's parser, which takes this
+    # parser as a parent, so that --help lists the shared flags and this one.
     parser = argparse.ArgumentParser(prog="user_svc", add_help=False)
     parser.add_argument(
         "--session-ttl",
@@ -51,7 +51,8 @@ def session_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args, rest = session_parser().parse_known_args(argv)
+    parser = session_parser()
+    args, _ = parser.parse_known_args(argv)
 
     def build(etcd: EtcdClient) -> list[ServiceSpec]:
         servicer = UserServicer(
@@ -66,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         ]
 
-    return run_service("user_svc", build, rest)
+    return run_service("user_svc", build, argv, parents=[parser])
 
 
 if __name__ == "__main__":
