@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from front import routes_counters, routes_mesh, routes_pages, routes_users
 from front.backends import DEFAULT_CALL_TIMEOUT, Backends
@@ -37,9 +38,10 @@ def create_app(
     call_timeout: float = DEFAULT_CALL_TIMEOUT,
 ) -> FastAPI:
     """Build the front. `call_timeout` is the deadline of each backend call."""
-    # NOTE: FastAPI's /docs page loads Swagger UI from a CDN, so it is blank
-    # without internet access. /openapi.json and the front's pages need none.
-    app = FastAPI(
+    # FastAPI's own /docs page loads Swagger UI from a CDN; fastapi-offline
+    # serves the same page with the scripts from its package, so /docs and
+    # /redoc work without internet access.
+    app = FastAPIOffline(
         title="etcd-mesh front",
         summary="Counters and users served by gRPC replicas found through etcd.",
         version="0.1.0",
