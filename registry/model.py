@@ -6,9 +6,10 @@ resolver (`etcd:///<namespace>/services/<name>/`) finds the same endpoints:
     {"Op":0,"Addr":"10.0.0.5:50051","Metadata":"{\"id\":\"...\",...}"}
 
 `Metadata` is written as a JSON *string*. Go clients that use etcd's resolver
-with round robin panic on an object ("comparing uncomparable type
-map[string]interface {}"), because the resolver puts Metadata into a
-comparable gRPC address attribute. The reader also accepts what etcd's Go
+with round robin panic on an object, because the resolver puts Metadata into
+a gRPC address attribute that must be comparable: "comparing uncomparable type
+map[string]interface {}" in current grpc-go, "hash of unhashable type
+map[string]interface {}" in Debian's grpc-go 1.33 (tests/interop shows it). The reader also accepts what etcd's Go
 `endpoints.Manager` writes (Metadata null or missing) and an object.
 """
 
