@@ -75,6 +75,8 @@ class _MeshCall(Generic[RequestT, ResponseT]):
         self._cancelled = False
         self._callbacks: list[Callable[[Any], None]] = []
         self._got_response = False
+        # A writer task and a reader task may both start a streaming call.
+        self._start_lock = asyncio.Lock()
 
     # --- attempts --------------------------------------------------------------
 
@@ -176,9 +178,10 @@ class _MeshCall(Generic[RequestT, ResponseT]):
 
     async def _single(self) -> Any:
         """Start a call that streams requests: one attempt, no retry."""
-        if self._call is None and self._error is None:
-            state, call = await self._begin(set())
-            call.add_done_callback(lambda _call: state.call_done(failed=False))
+        async with self._start_lock:
+            if self._call is None and self._error is None:
+                state, call = await self._begin(set())
+                call.add_done_callback(lambda _call: state.call_done(failed=False))
         if self._call is None:
             raise self._error or RuntimeError("call did not start")
         return self._call
