@@ -19,6 +19,7 @@ from typing import Any, Self
 
 import grpc
 import grpc.aio
+from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from registry import metrics
@@ -163,8 +164,12 @@ class MeshChannel(grpc.aio.Channel):
     async def _probe_later(self, state: EndpointState) -> None:
         """Return an ejected endpoint once a health check passes."""
         stub = health_pb2_grpc.HealthStub(state.channel)
-        while state.endpoint.instance_id in self._states and not self._closed:
+        while True:
             await asyncio.sleep(self.ejector.duration(state))
+            # Discovery may have removed the endpoint during the sleep. Its
+            # channel is then closed, so a probe would raise UsageError.
+            if self._closed or self._states.get(state.instance_id) is not state:
+                return
             state.probing = True
             try:
                 reply = await stub.Check(
@@ -306,11 +311,15 @@ class _MultiCallable:
         timeout = kwargs.pop("timeout", None)
         if timeout is None:
             timeout = channel.default_timeout
-        if self._rules.has_request_id and not request.request_id:
+        if (
+            self._rules.has_request_id
+            and isinstance(request, Message)
+            and not getattr(request, "request_id", "")
+        ):
             # One id for every attempt, so that the server applies it once.
             keyed = type(request)()
             keyed.CopyFrom(request)
-            keyed.request_id = uuid.uuid4().hex
+            keyed.request_id = uuid.uuid4().hex  # type: ignore[attr-defined]
             request = keyed
 
         def start(state: EndpointState, remaining: float | None) -> Any:

@@ -35,6 +35,7 @@ from registry.errors import MeshError
 from registry.etcd import EtcdClient
 from registry.interceptors import InstanceTrailerInterceptor
 from registry.model import InstanceInfo
+from registry.reflection import reflection_pool
 from registry.registration import Registration
 
 logger = logging.getLogger(__name__)
@@ -110,10 +111,16 @@ class MeshServer:
         reflection.enable_server_reflection(
             (*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME),
             self._server,
+            pool=reflection_pool(),
         )
-        bound = self._server.add_insecure_port(f"{self._bind_host}:{self.port}")
+        target = f"{self._bind_host}:{self.port}"
+        try:
+            bound = self._server.add_insecure_port(target)
+        except RuntimeError as exc:  # grpcio 1.85 raises where older ones returned 0
+            bound = 0
+            logger.debug("binding %s failed: %s", target, exc)
         if bound == 0:
-            msg = f"port: cannot bind {self._bind_host}:{self.port}; choose a free port"
+            msg = f"port: cannot bind {target}; it is taken or not local, so choose a free port"
             raise MeshError(msg)
         self.port = bound
         # A server bound to port 0 registers the port it actually got.
