@@ -1,6 +1,7 @@
 """meshctl: run, inspect and watch an etcd-mesh from the command line.
 
     meshctl up [--counter N] [--user N] [--front-port PORT]
+    meshctl scale SERVICE=N [SERVICE=N ...]
     meshctl ls [SERVICE] [--json]
     meshctl watch [SERVICE] [--json]
     meshctl health [SERVICE]
@@ -9,8 +10,9 @@
 Exit status: 0 on success, also when Ctrl-C or SIGTERM stops `up`, `watch`
 or `etcd`. 1 when `health` finds an instance that is not serving, or when the
 etcd of `meshctl etcd` exits on its own. 2 on an expected failure (invalid
-setting, etcd unreachable, a port taken), which is printed as one line without
-a traceback. 130 when Ctrl-C interrupts `ls` or `health`.
+setting, invalid scale argument, etcd unreachable, a port taken), which is
+printed as one line without a traceback. 130 when Ctrl-C interrupts `ls` or
+`health`.
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ from registry.cli_common import SERVICE_ALIASES, warn
 from registry.cli_etcd import run_etcd
 from registry.cli_health import run_health
 from registry.cli_ls import run_ls
+from registry.cli_scale import run_scale
 from registry.cli_up import UpOptions, run_up
 from registry.cli_watch import run_watch
 from registry.config import MeshConfig
 from registry.errors import MeshError
+from registry.replicas import MAX_REPLICAS
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +66,8 @@ def replica_count(raw: str) -> int:
         count = int(raw)
     except ValueError:
         count = -1
-    if not 0 <= count <= 50:
-        msg = f"invalid replica count {raw!r}; use a number from 0 to 50"
+    if not 0 <= count <= MAX_REPLICAS:
+        msg = f"invalid replica count {raw!r}; use a number from 0 to {MAX_REPLICAS}"
         raise argparse.ArgumentTypeError(msg)
     return count
 
@@ -144,6 +148,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="maximum wait for every replica to register (default: 60)",
     )
 
+    scale = commands.add_parser(
+        "scale",
+        parents=[common],
+        help="change the replica counts of the running meshctl up",
+        description="Store replica counts in etcd. The running meshctl up "
+        "starts replicas or drains surplus ones until the counts match.",
+    )
+    scale.add_argument(
+        "assignments",
+        nargs="+",
+        metavar="SERVICE=N",
+        help=f"a service (counter_svc or user_svc) and its replica count, "
+        f"from 0 to {MAX_REPLICAS}",
+    )
+
     for name, text in (
         ("ls", "list the registered instances"),
         ("watch", "print instances as they are added, removed and updated"),
@@ -191,6 +210,8 @@ def _command(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
             ready_timeout=args.ready_timeout,
         )
         return run_up(config, options)
+    if args.command == "scale":
+        return run_scale(config, args.assignments)
     if args.command == "ls":
         return run_ls(config, args.service, as_json=args.json)
     if args.command == "watch":

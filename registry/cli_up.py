@@ -2,7 +2,8 @@
 
 Order of work: check that the front port is free, find etcd or start an
 embedded one, start the children, wait until every replica is registered and
-the front listens, then show the status until SIGINT or SIGTERM. Stopping
+the front listens, then show the status and apply the replica counts that
+`meshctl scale` stores (see registry.replicas) until SIGINT or SIGTERM. Stopping
 runs in reverse: every child gets SIGTERM (and SIGKILL after a grace period),
 any registration a child left behind is removed, and the embedded etcd stops
 last.
@@ -39,6 +40,7 @@ from registry.cli_etcd import (
 from registry.cli_status import StatusView, display_path, ready_message
 from registry.errors import MeshError
 from registry.etcd_process import port_is_open
+from registry.replicas import GROUPS, ReplicaController, ReplicaGroup, SpecFactory
 from registry.supervisor import ChildExit, ChildSpec, Supervisor, SupervisorError
 
 if TYPE_CHECKING:
@@ -100,19 +102,26 @@ def child_environment(config: MeshConfig) -> dict[str, str]:
     return env
 
 
-def child_specs(options: UpOptions, config: MeshConfig, logs: Path) -> list[ChildSpec]:
+def replica_specs(config: MeshConfig, logs: Path) -> SpecFactory:
+    """Return a function that builds the spec of replica number n of a group."""
     env = child_environment(config)
-    python = sys.executable
 
-    def spec(name: str, *argv: str) -> ChildSpec:
-        return ChildSpec(name, (python, *argv), env, logs / f"{name}.log")
+    def make(group: ReplicaGroup, index: int) -> ChildSpec:
+        name = f"{group.child_prefix}-{index}"
+        argv = (sys.executable, "-m", group.name)
+        return ChildSpec(name, argv, env, logs / f"{name}.log", group=group.name)
 
-    specs = [
-        spec(f"counter-{n}", "-m", "counter_svc")
-        for n in range(1, options.counters + 1)
-    ]
-    specs += [spec(f"user-{n}", "-m", "user_svc") for n in range(1, options.users + 1)]
-    specs.append(spec("front", "-m", "front", "--port", str(options.front_port)))
+    return make
+
+
+def child_specs(options: UpOptions, config: MeshConfig, logs: Path) -> list[ChildSpec]:
+    replica = replica_specs(config, logs)
+    counter, user = GROUPS["counter_svc"], GROUPS["user_svc"]
+    specs = [replica(counter, n) for n in range(1, options.counters + 1)]
+    specs += [replica(user, n) for n in range(1, options.users + 1)]
+    argv = (sys.executable, "-m", "front", "--port", str(options.front_port))
+    env = child_environment(config)
+    specs.append(ChildSpec("front", argv, env, logs / "front.log"))
     return specs
 
 
@@ -218,6 +227,12 @@ class LocalMesh:
         )
         view = StatusView(client, config, supervisor, self.console)
         expected = {COUNTER_SERVICE: options.counters, USER_SERVICE: options.users}
+        replicas = ReplicaController(
+            client, config, supervisor, replica_specs(config, self.logs), self.say
+        )
+        await replicas.claim(
+            {"counter_svc": options.counters, "user_svc": options.users}
+        )
         try:
             await supervisor.start()
             ready = view.wait_ready(
@@ -227,13 +242,22 @@ class LocalMesh:
             if fresh is None:
                 return 0
             self.say(ready_message(options.front_port, fresh, self.logs))
-            await until_stopped(view.show(), stop)
+            await until_stopped(_show_and_scale(view, replicas), stop)
             return 0
         finally:
             running = sum(child.running for child in supervisor.children)
             self.say(f"stopping {running} processes")
             await supervisor.stop()
+            await replicas.release()
             await _report_leftovers(client, config, baseline)
+
+
+async def _show_and_scale(view: StatusView, replicas: ReplicaController) -> None:
+    # A task group, not gather: until_stopped needs a task that ends as
+    # cancelled, and a cancelled gather ends with a CancelledError result.
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(view.show())
+        tasks.create_task(replicas.run())
 
 
 async def _report_leftovers(

@@ -10,6 +10,11 @@ backoff of `initial_backoff * 2**n` seconds, capped at `max_backoff`. After
 `max_restarts` restarts in a row the child is left stopped and reported as
 failed. A run that lasts `stable_after` seconds resets the count.
 
+While the set runs, `add` starts one more child and `retire` stops one for
+good: SIGTERM first, SIGKILL after the grace period, and no restart. A
+retired child leaves `children` once it has exited. `meshctl scale` changes
+the replica counts of `meshctl up` this way.
+
 NOTE: children are not tied to the supervisor's life. If the supervisor is
 killed with SIGKILL, they keep running until they are stopped by hand.
 """
@@ -66,6 +71,9 @@ class ChildSpec:
     argv: tuple[str, ...]
     env: Mapping[str, str]
     log_path: Path
+    # The replica set that the child belongs to, such as "counter_svc". It is
+    # empty for a child that is not a replica.
+    group: str = ""
 
 
 @dataclass(frozen=True)
@@ -109,10 +117,16 @@ class Child:
     addresses: set[str] = field(default_factory=set)
     process: asyncio.subprocess.Process | None = None
     killed: bool = False
+    # Set by Supervisor.retire: the child is stopping for good.
+    retire_requested: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.returncode is None
+
+    @property
+    def retiring(self) -> bool:
+        return self.retire_requested.is_set()
 
 
 Reporter = Callable[[str], None]
@@ -145,22 +159,84 @@ class Supervisor:
         self._on_exit = on_exit
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._kill_timers: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Start every child, or raise SupervisorError if one cannot be spawned."""
         for child in self.children:
-            child.spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-            child.spec.log_path.write_bytes(b"")
-            await self._spawn(child)
-            # A task per child right away, so that stop() can reach the
-            # children already running when a later spawn fails.
-            task = asyncio.create_task(self._supervise(child), name=child.spec.name)
-            self._tasks.append(task)
+            await self._launch(child)
+
+    async def add(self, spec: ChildSpec) -> None:
+        """Start one more child while the set runs.
+
+        Raises SupervisorError when the name is taken, when the set is
+        stopping, or when the process cannot be spawned.
+        """
+        if self.stopping:
+            raise SupervisorError(f"cannot start {spec.name}: the set is stopping")
+        if any(child.spec.name == spec.name for child in self.children):
+            raise SupervisorError(f"cannot start {spec.name}: the name is taken")
+        child = Child(spec)
+        self.children.append(child)
+        try:
+            await self._launch(child)
+        except SupervisorError:
+            self.children.remove(child)
+            raise
+
+    def retire(self, name: str) -> None:
+        """Stop one child for good: SIGTERM now, SIGKILL after the grace period.
+
+        The child is not restarted, and it leaves `children` once it has
+        exited. Raises SupervisorError for an unknown name.
+        """
+        child = next((c for c in self.children if c.spec.name == name), None)
+        if child is None:
+            raise SupervisorError(f"cannot stop {name}: no such child")
+        if child.retiring:
+            return
+        child.retire_requested.set()
+        if child.state is ChildState.FAILED:
+            # Its supervising task has ended, so nothing else removes it.
+            child.state = ChildState.STOPPED
+            self.children.remove(child)
+            return
+        child.state = ChildState.STOPPING
+        if child.running:
+            self._terminate(child)
+
+    def _terminate(self, child: Child) -> None:
+        _signal_group(child, signal.SIGTERM)
+        timer = asyncio.create_task(self._kill_after_grace(child))
+        self._kill_timers.add(timer)
+        timer.add_done_callback(self._kill_timers.discard)
+
+    async def _launch(self, child: Child) -> None:
+        child.spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        child.spec.log_path.write_bytes(b"")
+        await self._spawn(child)
+        # A task per child right away, so that stop() can reach the
+        # children already running when a later spawn fails.
+        task = asyncio.create_task(self._supervise(child), name=child.spec.name)
+        self._tasks.append(task)
+
+    async def _kill_after_grace(self, child: Child) -> None:
+        process = child.process
+        await asyncio.sleep(self.grace)
+        if child.process is process and child.running:
+            self._report(
+                f"{child.spec.name} (pid {child.pid}) did not stop within "
+                f"{self.grace:.0f} s; sending SIGKILL"
+            )
+            child.killed = True
+            _signal_group(child, signal.SIGKILL)
 
     async def stop(self) -> None:
         """Send SIGTERM to every child, then SIGKILL those still running
         after the grace period, and wait until every child has exited."""
         self._stopping.set()
+        for timer in self._kill_timers:
+            timer.cancel()
         for child in self.children:
             if child.running:
                 child.state = ChildState.STOPPING
@@ -210,13 +286,23 @@ class Supervisor:
         child.killed = False
         child.instance_ids = set()
         child.addresses = set()
-        child.state = ChildState.RUNNING
         logger.info("started %s as pid %d", spec.name, process.pid)
+        if child.retiring:
+            # retire() ran while the process was being spawned.
+            child.state = ChildState.STOPPING
+            self._terminate(child)
+            return
+        child.state = ChildState.RUNNING
 
     async def _supervise(self, child: Child) -> None:
         while True:
             exit_info = await self._wait_exit(child)
             await self._notify_exit(exit_info)
+            if child.retiring:
+                child.state = ChildState.STOPPED
+                if not self.stopping:
+                    self.children.remove(child)
+                return
             if self.stopping:
                 child.state = ChildState.STOPPED
                 return
@@ -240,7 +326,7 @@ class Supervisor:
             pid=process.pid,
             returncode=returncode,
             instance_ids=frozenset(child.instance_ids),
-            requested=self.stopping,
+            requested=self.stopping or child.retiring,
             killed=child.killed,
         )
 
@@ -273,12 +359,27 @@ class Supervisor:
             f"{delay:.1f} s (restart {child.restarts} of "
             f"{self.policy.max_restarts}), see {spec.log_path}"
         )
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-        if self.stopping:
+        await self._sleep_unless_ended(child, delay)
+        if self.stopping or child.retiring:
             child.state = ChildState.STOPPED
+            if child.retiring and not self.stopping:
+                self.children.remove(child)
             return False
         return True
+
+    async def _sleep_unless_ended(self, child: Child, delay: float) -> None:
+        """Sleep for delay seconds, or less if the set stops or the child retires."""
+        waits = {
+            asyncio.ensure_future(self._stopping.wait()),
+            asyncio.ensure_future(child.retire_requested.wait()),
+        }
+        try:
+            await asyncio.wait(
+                waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for wait in waits:
+                wait.cancel()
 
 
 async def _copy_output(child: Child, process: asyncio.subprocess.Process) -> None:
@@ -292,14 +393,16 @@ async def _copy_output(child: Child, process: asyncio.subprocess.Process) -> Non
         log.write(f"--- pid {process.pid} started\n".encode())
         log.flush()
         while chunk := await process.stdout.read(_CHUNK_SIZE):
-            log.write(chunk)
-            log.flush()
             *lines, pending = (pending + chunk).split(b"\n")
             # Keep at most one chunk of a partial line, so that an endless
             # line cannot grow the buffer.
             pending = pending[-_CHUNK_SIZE:]
+            # Noted before the log is written, so a reader who finds the
+            # serving line in the log also finds the instance id noted.
             for line in lines:
                 _note_serving_line(child, line)
+            log.write(chunk)
+            log.flush()
 
 
 def _note_serving_line(child: Child, line: bytes) -> None:
