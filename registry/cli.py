@@ -1,6 +1,6 @@
 """meshctl: run, inspect and watch an etcd-mesh from the command line.
 
-    meshctl up [--counter N] [--user N] [--front-port PORT]
+    meshctl up [--counter N] [--user N] [--front-port PORT] [--ingress-port PORT]
     meshctl scale SERVICE=N [SERVICE=N ...]
     meshctl ls [SERVICE] [--json]
     meshctl watch [SERVICE] [--json]
@@ -141,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="HTTP port of the front on 127.0.0.1 (default: 8080)",
     )
     up.add_argument(
+        "--ingress-port",
+        type=port_number,
+        default=50051,
+        metavar="PORT",
+        help="gRPC port of the ingress on 127.0.0.1 (default: 50051)",
+    )
+    up.add_argument(
         "--ready-timeout",
         type=positive_seconds,
         default=60.0,
@@ -208,6 +215,7 @@ def _command(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
             users=args.user,
             front_port=args.front_port,
             ready_timeout=args.ready_timeout,
+            ingress_port=args.ingress_port,
         )
         return run_up(config, options)
     if args.command == "scale":

@@ -67,8 +67,9 @@ class StatusView:
         expected: Mapping[str, int],
         front_port: int,
         timeout: float,
+        ingress_port: int | None = None,
     ) -> dict[str, Endpoint]:
-        """Wait for the expected new instances of each service and the front.
+        """Wait for the expected new instances, the front and the ingress.
 
         Returns the instances that were not in baseline once each service has
         its expected count and the front accepts connections. Raises
@@ -87,7 +88,10 @@ class StatusView:
                 if counts[service] < wanted
             }
             front_open = port_is_open("127.0.0.1", front_port, timeout=0.2)
-            if not missing and front_open:
+            ingress_open = ingress_port is None or port_is_open(
+                "127.0.0.1", ingress_port, timeout=0.2
+            )
+            if not missing and front_open and ingress_open:
                 return fresh
             self._raise_on_failed_child()
             if time.monotonic() >= deadline:
@@ -96,6 +100,8 @@ class StatusView:
                 ]
                 if not front_open:
                     waiting.append(f"front: nothing listens on port {front_port}")
+                if not ingress_open:
+                    waiting.append(f"ingress: nothing listens on port {ingress_port}")
                 msg = (
                     f"timed out after {timeout:.0f} s waiting for the mesh "
                     f"({'; '.join(waiting)}); see the logs in "
@@ -231,7 +237,12 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
-def ready_message(front_port: int, fresh: Mapping[str, Endpoint], logs: Path) -> str:
+def ready_message(
+    front_port: int,
+    fresh: Mapping[str, Endpoint],
+    logs: Path,
+    ingress_port: int | None = None,
+) -> str:
     """Return the lines printed once the mesh is up."""
     base = f"http://127.0.0.1:{front_port}"
     lines = [
@@ -241,7 +252,17 @@ def ready_message(front_port: int, fresh: Mapping[str, Endpoint], logs: Path) ->
         f"  API docs   {base}/docs",
         f"  logs       {display_path(logs)}/",
     ]
+    if ingress_port is not None:
+        ingress = f"127.0.0.1:{ingress_port}"
+        lines += [
+            f"call any service through the ingress at {ingress}:",
+            f"  {grpcurl_program()} -plaintext {ingress} list",
+            (
+                f'  {grpcurl_program()} -plaintext -d \'{{"name":"demo","delta":1}}\' '
+                f"{ingress} {COUNTER_SERVICE}/Increment"
+            ),
+        ]
     command = grpcurl_command(fresh)
     if command:
-        lines += ["call a counter instance with grpcurl:", f"  {command}"]
+        lines += ["call one counter instance directly:", f"  {command}"]
     return "\n".join(lines)

@@ -63,9 +63,12 @@ class UpOptions:
     users: int = 2
     front_port: int = 8080
     ready_timeout: float = 60.0
+    ingress_port: int = 50051
 
 
-def ensure_port_free(port: int) -> None:
+def ensure_port_free(
+    port: int, flag: str = "--front-port", what: str = "front"
+) -> None:
     """Raise SupervisorError when port on 127.0.0.1 is in use."""
     taken = port_is_open("127.0.0.1", port, timeout=0.2)
     if not taken:
@@ -79,8 +82,8 @@ def ensure_port_free(port: int) -> None:
                 taken = True
     if taken:
         msg = (
-            f"front port {port} is already taken; stop what listens there "
-            "or choose another port with --front-port"
+            f"{what} port {port} is already taken; stop what listens there "
+            f"or choose another port with {flag}"
         )
         raise SupervisorError(msg)
 
@@ -122,6 +125,15 @@ def child_specs(options: UpOptions, config: MeshConfig, logs: Path) -> list[Chil
     argv = (sys.executable, "-m", "front", "--port", str(options.front_port))
     env = child_environment(config)
     specs.append(ChildSpec("front", argv, env, logs / "front.log"))
+    # The ingress gives grpcurl one stable address however the mesh scales.
+    ingress = (
+        sys.executable,
+        "-m",
+        "registry.ingress",
+        "--port",
+        str(options.ingress_port),
+    )
+    specs.append(ChildSpec("ingress", ingress, env, logs / "ingress.log"))
     return specs
 
 
@@ -171,6 +183,7 @@ class RegistrationCleaner:
 async def run_up(config: MeshConfig, options: UpOptions) -> int:
     # Checked before anything starts, so a taken port leaves nothing behind.
     ensure_port_free(options.front_port)
+    ensure_port_free(options.ingress_port, "--ingress-port", "ingress")
     run = LocalMesh(config, options, state_dir())
     return await run_until_signal(run.run)
 
@@ -236,12 +249,20 @@ class LocalMesh:
         try:
             await supervisor.start()
             ready = view.wait_ready(
-                baseline, expected, options.front_port, options.ready_timeout
+                baseline,
+                expected,
+                options.front_port,
+                options.ready_timeout,
+                ingress_port=options.ingress_port,
             )
             fresh = await until_stopped(ready, stop)
             if fresh is None:
                 return 0
-            self.say(ready_message(options.front_port, fresh, self.logs))
+            self.say(
+                ready_message(
+                    options.front_port, fresh, self.logs, options.ingress_port
+                )
+            )
             await until_stopped(_show_and_scale(view, replicas), stop)
             return 0
         finally:

@@ -378,7 +378,15 @@ async def test_up_with_taken_front_port_starts_nothing(tmp_path):
         listener.listen()
         port = listener.getsockname()[1]
 
-        result = await meshctl("up", "--front-port", str(port), env=env, cwd=tmp_path)
+        result = await meshctl(
+            "up",
+            "--front-port",
+            str(port),
+            "--ingress-port",
+            str(free_port()),
+            env=env,
+            cwd=tmp_path,
+        )
 
     assert_one_line_error(result, f"front port {port} is already taken")
     assert not (tmp_path / ".mesh" / "etcd").exists()
@@ -392,7 +400,13 @@ async def test_up_with_failing_etcd_is_one_line(tmp_path):
     env["MESH_ETCD_BINARY"] = "/bin/false"
 
     result = await meshctl(
-        "up", "--front-port", str(free_port()), env=env, cwd=tmp_path
+        "up",
+        "--front-port",
+        str(free_port()),
+        "--ingress-port",
+        str(free_port()),
+        env=env,
+        cwd=tmp_path,
     )
 
     assert_one_line_error(result, "etcd exited with status 1 while starting")
@@ -417,8 +431,14 @@ async def counter_rows(env: dict[str, str]) -> list[dict[str, object]]:
     return list(json.loads(result.stdout))
 
 
-async def run_grpcurl(lines: list[str]) -> dict[str, object]:
-    command = next(line.strip() for line in lines if " -plaintext " in line)
+async def run_grpcurl(lines: list[str]) -> list[dict[str, object]]:
+    """Run every Increment command that meshctl up printed: ingress and direct."""
+    commands = [line.strip() for line in lines if "/Increment" in line]
+    assert len(commands) == 2
+    return [await run_one_grpcurl(command) for command in commands]
+
+
+async def run_one_grpcurl(command: str) -> dict[str, object]:
     process = await asyncio.create_subprocess_exec(
         *shlex.split(command),
         stdout=asyncio.subprocess.PIPE,
@@ -441,11 +461,14 @@ async def test_up_runs_mesh_and_stops_clean(etcd, mesh_config, env, tmp_path):
         "1",
         "--front-port",
         str(front_port),
+        "--ingress-port",
+        str(free_port()),
         env=env,
         cwd=tmp_path,
     )
     try:
         await up.read_until("mesh is up:")
+        await up.read_until("call one counter instance directly:")
         await up.read_until(" -plaintext ")
         await wait_ready(front_port)
         counters = await counter_rows(env)
@@ -465,7 +488,7 @@ async def test_up_runs_mesh_and_stops_clean(etcd, mesh_config, env, tmp_path):
 
     assert len(counters) == 2
     assert len(users) == 1
-    assert "value" in json.dumps(reply)
+    assert all("value" in json.dumps(answer) for answer in reply)
     assert len(after_restart) == 2
     assert victim not in {row["instance_id"] for row in after_restart}
     assert result.returncode == 0
@@ -487,6 +510,8 @@ async def test_up_starts_and_stops_embedded_etcd(tmp_path):
         "--user",
         "0",
         "--front-port",
+        str(free_port()),
+        "--ingress-port",
         str(free_port()),
         env=env,
         cwd=tmp_path,

@@ -119,6 +119,8 @@ async def start_up(env, tmp_path, *, counters: int, users: int) -> MeshctlProces
         str(users),
         "--front-port",
         str(free_port()),
+        "--ingress-port",
+        str(free_port()),
         env=env,
         cwd=tmp_path,
     )
@@ -222,7 +224,13 @@ async def test_scale_starts_and_drains_user_svc(etcd, mesh_config, tmp_path):
             await resolver.wait_ready(timeout=10)
 
             second = await meshctl(
-                "up", "--front-port", str(free_port()), env=env, cwd=tmp_path
+                "up",
+                "--front-port",
+                str(free_port()),
+                "--ingress-port",
+                str(free_port()),
+                env=env,
+                cwd=tmp_path,
             )
             started = await meshctl("scale", "user_svc=2", env=env)
             await resolver.wait_for(lambda s: len(s) == 2, timeout=30)

@@ -121,10 +121,19 @@ def test_child_environment_remote_etcd_detects_host(monkeypatch):
 
 def test_child_specs_commands(tmp_path):
     specs = child_specs(
-        UpOptions(counters=2, users=1, front_port=9000), config(), tmp_path
+        UpOptions(counters=2, users=1, front_port=9000, ingress_port=9001),
+        config(),
+        tmp_path,
     )
 
-    assert [s.name for s in specs] == ["counter-1", "counter-2", "user-1", "front"]
+    assert [s.name for s in specs] == [
+        "counter-1",
+        "counter-2",
+        "user-1",
+        "front",
+        "ingress",
+    ]
+    assert specs[4].argv == (sys.executable, "-m", "registry.ingress", "--port", "9001")
     assert specs[0].argv == (sys.executable, "-m", "counter_svc")
     assert specs[2].argv == (sys.executable, "-m", "user_svc")
     assert specs[3].argv == (sys.executable, "-m", "front", "--port", "9000")
@@ -134,7 +143,7 @@ def test_child_specs_commands(tmp_path):
 def test_child_specs_without_replicas(tmp_path):
     specs = child_specs(UpOptions(counters=0, users=0), config(), tmp_path)
 
-    assert [s.name for s in specs] == ["front"]
+    assert [s.name for s in specs] == ["front", "ingress"]
 
 
 def test_grpcurl_command_uses_first_counter_address():
