@@ -191,17 +191,24 @@ def format_address(host: str, port: int) -> str:
 
 
 def detect_advertise_host(endpoints: tuple[EtcdEndpoint, ...]) -> str:
-    """Return the local address that routes to the first etcd endpoint.
+    """Return the local address that routes to the first resolvable endpoint.
 
     A UDP connect sends no packet: it only asks the kernel which source
     address it would use for that destination.
     """
-    target = resolve_host(endpoints[0].host)
-    family = socket.AF_INET6 if ":" in target else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as probe:
-        probe.connect((target, endpoints[0].port))
-        local = str(probe.getsockname()[0])
-    return validate_advertise_host(local)
+    errors: list[str] = []
+    for endpoint in endpoints:
+        try:
+            target = resolve_host(endpoint.host)
+        except ConfigError as exc:
+            errors.append(str(exc))
+            continue
+        family = socket.AF_INET6 if ":" in target else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect((target, endpoint.port))
+            local = str(probe.getsockname()[0])
+        return validate_advertise_host(local)
+    raise ConfigError("MESH_ETCD_ENDPOINTS", "; ".join(errors))
 
 
 def resolve_host(host: str) -> str:

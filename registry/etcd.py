@@ -25,6 +25,7 @@ from etcd3aio import (
 
 from registry.config import MeshConfig, resolve_host
 from registry.errors import (
+    ConfigError,
     EtcdRequestError,
     EtcdUnavailableError,
     RevisionCompactedError,
@@ -96,12 +97,26 @@ def _to_key_value(raw: Any) -> KeyValue:
 
 
 def _client_endpoints(config: MeshConfig) -> list[str]:
-    # etcd3aio dials `ipv4:host:port,...`, so every host must be an IP
-    # address; host names are resolved here, once, when the client opens.
-    return [
-        f"{resolve_host(endpoint.host)}:{endpoint.port}"
-        for endpoint in config.etcd_endpoints
-    ]
+    """Resolve every endpoint to `ip:port`, skipping names that do not resolve.
+
+    etcd3aio dials `ipv4:host:port,...`, so every host must be an IP address.
+    A member whose name does not resolve (its container is down) is left out
+    as long as another one resolves, so a process can start with one member
+    missing. NOTE: names are resolved once, when the client is built, so a
+    member that comes back at a new address is reached only after a restart.
+    """
+    resolved: list[str] = []
+    failures: list[str] = []
+    for endpoint in config.etcd_endpoints:
+        try:
+            resolved.append(f"{resolve_host(endpoint.host)}:{endpoint.port}")
+        except ConfigError as exc:
+            failures.append(str(exc))
+    if not resolved:
+        raise ConfigError("MESH_ETCD_ENDPOINTS", "; ".join(failures))
+    for failure in failures:
+        logger.warning("leaving out an etcd endpoint: %s", failure)
+    return resolved
 
 
 class EtcdClient:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from registry.config import (
     MeshConfig,
+    detect_advertise_host,
     format_address,
     parse_endpoints,
     validate_advertise_host,
 )
 from registry.errors import AdvertiseAddressError, ConfigError
+from registry.etcd import _client_endpoints
 
 
 def test_defaults_without_environment():
@@ -93,3 +97,29 @@ def test_port_zero_cannot_be_advertised():
 
 def test_ipv6_address_is_bracketed():
     assert format_address("::1", 50051) == "[::1]:50051"
+
+
+@pytest.fixture
+def no_dns(monkeypatch):
+    """Fail every name lookup at once, so that no test sends a DNS query."""
+
+    def fail(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, f"{host} not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", fail)
+
+
+def test_unresolvable_member_is_left_out(no_dns):
+    config = MeshConfig.from_env(
+        {}, etcd_endpoints="http://no-such-host.invalid:2379,http://127.0.0.1:2379"
+    )
+
+    assert _client_endpoints(config) == ["127.0.0.1:2379"]
+    assert detect_advertise_host(config.etcd_endpoints) == "127.0.0.1"
+
+
+def test_no_resolvable_member_names_the_variable(no_dns):
+    config = MeshConfig.from_env({}, etcd_endpoints="http://no-such-host.invalid:2379")
+
+    with pytest.raises(ConfigError, match="MESH_ETCD_ENDPOINTS"):
+        _client_endpoints(config)
