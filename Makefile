@@ -70,5 +70,11 @@ interop-deps:
 		{ apt-get update -qq && apt-get install -y -qq $(INTEROP_PACKAGES) >/dev/null; }; \
 	else echo "not root: skipping the Go package install, so the interop test will skip"; fi
 
+## bench: run the benchmark suite on loopback (about 5 minutes on 2 cores)
+## and rewrite docs/benchmarks.md
+.PHONY: bench
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -56,7 +56,7 @@ class CounterStore:
         self.etcd = etcd
         self._values_prefix = f"{namespace}/data/counter/values/"
         self._requests_prefix = f"{namespace}/data/counter/requests/"
-        self._lease = RequestLease(etcd)
+        self.lease = RequestLease(etcd)
 
     def value_key(self, name: str) -> str:
         return self._values_prefix + name
@@ -101,10 +101,10 @@ class CounterStore:
         lease_renewed = False
         for attempt in range(MAX_ATTEMPTS):
             if record_kv is not None:
-                return _replay(record_kv, name, delta, request_id)
+                return replay(record_kv, name, delta, request_id)
             current = counter_value(name, counter_kv)
-            new_value = _checked_sum(current, delta)
-            lease = await self._lease.current() if request_key else 0
+            new_value = checked_sum(current, delta)
+            lease = await self.lease.current() if request_key else 0
             try:
                 succeeded, counter_kv, record_kv, revision = await self._swap(
                     current, new_value, request_key, lease, delta
@@ -113,14 +113,14 @@ class CounterStore:
                 # etcd rejects a put whose lease has expired or was revoked.
                 if lease == 0 or lease_renewed:
                     raise
-                self._lease.discard(lease)
+                self.lease.discard(lease)
                 lease_renewed = True
                 continue
             if succeeded:
                 applied = CounterValue(name, new_value, revision)
                 _log_increment(applied, delta, request_id, attempt + 1)
                 return applied
-            await asyncio.sleep(_backoff(attempt))
+            await asyncio.sleep(backoff_delay(attempt))
         raise ContentionError(
             "name",
             f"counter {name!r} was changed by concurrent increments during all "
@@ -134,12 +134,12 @@ class CounterStore:
             [op_get(key)] if request_key is None else [op_get(key), op_get(request_key)]
         )
         result = await self.etcd.txn([], reads)
-        return _first(result.ranges, 0), _first(result.ranges, 1)
+        return first_kv(result.ranges, 0), first_kv(result.ranges, 1)
 
     async def read_with_revision(self, name: str) -> tuple[CounterValue, int]:
         """Return the counter and the store revision at which it was read."""
         result = await self.etcd.txn([], [op_get(self.value_key(name))])
-        return counter_value(name, _first(result.ranges, 0)), result.revision
+        return counter_value(name, first_kv(result.ranges, 0)), result.revision
 
     async def _swap(
         self,
@@ -165,10 +165,10 @@ class CounterStore:
         result = await self.etcd.txn(compare, success, failure)
         if result.succeeded:
             return True, None, None, result.revision
-        return False, _first(result.ranges, 0), _first(result.ranges, 1), 0
+        return False, first_kv(result.ranges, 0), first_kv(result.ranges, 1), 0
 
 
-def _first(ranges: tuple[tuple[KeyValue, ...], ...], index: int) -> KeyValue | None:
+def first_kv(ranges: tuple[tuple[KeyValue, ...], ...], index: int) -> KeyValue | None:
     if index >= len(ranges) or not ranges[index]:
         return None
     return ranges[index][0]
@@ -186,7 +186,7 @@ def counter_value(name: str, kv: KeyValue | None) -> CounterValue:
     return CounterValue(name, value, kv.mod_revision)
 
 
-def _checked_sum(current: CounterValue, delta: int) -> int:
+def checked_sum(current: CounterValue, delta: int) -> int:
     new_value = current.value + delta
     if not INT64_MIN <= new_value <= INT64_MAX:
         raise CounterOverflowError(
@@ -198,16 +198,9 @@ def _checked_sum(current: CounterValue, delta: int) -> int:
     return new_value
 
 
-def _replay(
-    record_kv: KeyValue, name: str, delta: int, request_id: str
-) -> CounterValue:
+def replay(record_kv: KeyValue, name: str, delta: int, request_id: str) -> CounterValue:
     record = RequestRecord.decode(record_kv.value)
-    if (record.name, record.delta) != (name, delta):
-        raise RequestIdReusedError(
-            "request_id",
-            f"{request_id!r} was already used to add {record.delta} to counter "
-            f"{record.name!r}; send a new request_id for a different increment",
-        )
+    check_same_request(record, name, delta, request_id)
     logger.info(
         "increment replayed name=%s delta=%d value=%d request_id=%s",
         name,
@@ -216,6 +209,18 @@ def _replay(
         request_id,
     )
     return CounterValue(name, record.value, record_kv.mod_revision)
+
+
+def check_same_request(
+    record: RequestRecord, name: str, delta: int, request_id: str
+) -> None:
+    """Raise RequestIdReusedError unless record is this increment's result."""
+    if (record.name, record.delta) != (name, delta):
+        raise RequestIdReusedError(
+            "request_id",
+            f"{request_id!r} was already used to add {record.delta} to counter "
+            f"{record.name!r}; send a new request_id for a different increment",
+        )
 
 
 def _log_increment(
@@ -233,7 +238,7 @@ def _log_increment(
     )
 
 
-def _backoff(attempt: int) -> float:
+def backoff_delay(attempt: int) -> float:
     # Jitter spreads out writers that lost the same compare-and-swap. The
     # random module is fine here because the delay protects nothing.
     ceiling = min(MAX_BACKOFF, 0.001 * 2**attempt)

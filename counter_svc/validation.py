@@ -1,7 +1,10 @@
-"""Checks of request fields against the limits documented in counter.proto.
+"""Checks of requests against the limits that counter.proto declares.
 
-Each check raises InvalidArgumentError with a message that names the field,
-states the limit and shows what the request contained.
+The limits live in the contract, as protovalidate annotations, and
+registry.validation checks them. Each check raises InvalidArgumentError with a
+message that names the field, states the limit and shows what the request
+contained. Page tokens need the service's own encoding, so they are checked
+here in code.
 """
 
 from __future__ import annotations
@@ -10,60 +13,68 @@ import base64
 import binascii
 import re
 
+from google.protobuf.message import Message
+
 from counter_svc.errors import InvalidArgumentError
+from protos import counter_pb2
+from registry import validation
 
-NAME_MAX_LENGTH = 64
-NAME_RULE = "1 to 64 characters from A-Z, a-z, 0-9, '_', '-' and '.'"
-_NAME_CHARACTER = re.compile(r"[A-Za-z0-9_.-]")
+# Compiled at import, which is at startup: a declared rule that
+# registry.validation cannot check stops the server before it serves.
+REQUEST_RULES = validation.rules_of_service(
+    counter_pb2.DESCRIPTOR.services_by_name["CounterService"]
+)
+_COUNTER = validation.MessageRules.of(counter_pb2.Counter.DESCRIPTOR)
+_INCREMENT = validation.MessageRules.of(counter_pb2.IncrementRequest.DESCRIPTOR)
+_LIST = validation.MessageRules.of(counter_pb2.ListCountersRequest.DESCRIPTOR)
 
-REQUEST_ID_MAX_LENGTH = 64
-REQUEST_ID_RULE = "empty, or 1 to 64 characters from A-Z, a-z, 0-9, '_' and '-'"
-_REQUEST_ID_CHARACTER = re.compile(r"[A-Za-z0-9_-]")
-
-MAX_DELTA = 1_000_000
-DELTA_RULE = f"a non-zero integer from {-MAX_DELTA} to {MAX_DELTA}"
-
+NAME_RULE = _COUNTER.summary("name")
 DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
-PAGE_SIZE_RULE = f"0 to {MAX_PAGE_SIZE}, where 0 means {DEFAULT_PAGE_SIZE}"
 
 # An encoded name of at most 64 bytes is at most 86 base64 characters.
 _PAGE_TOKEN_MAX_LENGTH = 88
 _PAGE_TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 
 
-def validate_name(name: str, field: str = "name") -> str:
+def check_request(request: Message) -> None:
+    """Raise InvalidArgumentError for the first field that breaks its rule."""
+    violation = validation.first_violation(request)
+    if violation is not None:
+        raise InvalidArgumentError(violation.field, violation.description)
+
+
+def _check_field(rules: validation.MessageRules, field: str, value: object) -> None:
+    violation = rules.check_field(field, value)
+    if violation is not None:
+        raise InvalidArgumentError(violation.field, violation.description)
+
+
+def validate_name(name: str) -> str:
     """Return name when it is a valid counter name."""
-    _check_characters(field, name, NAME_RULE, NAME_MAX_LENGTH, _NAME_CHARACTER)
+    _check_field(_COUNTER, "name", name)
     return name
 
 
 def validate_request_id(request_id: str) -> str:
     """Return request_id when it is empty or a valid idempotency key."""
-    if request_id:
-        _check_characters(
-            "request_id",
-            request_id,
-            REQUEST_ID_RULE,
-            REQUEST_ID_MAX_LENGTH,
-            _REQUEST_ID_CHARACTER,
-        )
+    _check_field(_INCREMENT, "request_id", request_id)
     return request_id
 
 
 def validate_delta(delta: int) -> int:
-    """Return delta when it is non-zero and within +-MAX_DELTA."""
-    if delta == 0 or not -MAX_DELTA <= delta <= MAX_DELTA:
-        raise InvalidArgumentError("delta", f"must be {DELTA_RULE}; got {delta}")
+    """Return delta when it is within the declared range."""
+    _check_field(_INCREMENT, "delta", delta)
     return delta
 
 
 def validate_page_size(page_size: int) -> int:
     """Return the effective page size: the default for 0, else page_size."""
-    if not 0 <= page_size <= MAX_PAGE_SIZE:
-        raise InvalidArgumentError(
-            "page_size", f"must be {PAGE_SIZE_RULE}; got {page_size}"
-        )
+    _check_field(_LIST, "page_size", page_size)
+    return page_size_or_default(page_size)
+
+
+def page_size_or_default(page_size: int) -> int:
+    """Return the page size to use for a valid page_size; 0 means the default."""
     return page_size or DEFAULT_PAGE_SIZE
 
 
@@ -101,20 +112,3 @@ def _decode_name(token: str) -> str | None:
     except (binascii.Error, UnicodeDecodeError, InvalidArgumentError):
         return None
     return name
-
-
-def _check_characters(
-    field: str, value: str, rule: str, max_length: int, allowed: re.Pattern[str]
-) -> None:
-    if not value:
-        raise InvalidArgumentError(field, f"must be {rule}; got an empty string")
-    if len(value) > max_length:
-        raise InvalidArgumentError(
-            field, f"must be {rule}; got {len(value)} characters"
-        )
-    for index, character in enumerate(value):
-        if not allowed.fullmatch(character):
-            raise InvalidArgumentError(
-                field,
-                f"must be {rule}; got {character!r} at index {index}",
-            )

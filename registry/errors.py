@@ -6,7 +6,9 @@ MeshError
 ├── EtcdUnavailableError   no etcd endpoint answered
 ├── EtcdRequestError       etcd answered with an error
 │   └── RevisionCompactedError  a watch asked for a compacted revision
-└── NoEndpointError        a service has no live endpoint
+├── NoEndpointError        a service has no live endpoint
+└── UnsupportedRuleError   a contract declares a field rule that
+                           registry.validation cannot check
 """
 
 from __future__ import annotations
@@ -61,3 +63,11 @@ class NoEndpointError(MeshError):
         )
         self.service = service
         self.namespace = namespace
+
+
+class UnsupportedRuleError(MeshError):
+    """A contract declares a protovalidate rule that registry.validation lacks."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field

@@ -46,17 +46,16 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
         self, request: user_pb2.CreateUserRequest, context: Context
     ) -> user_pb2.CreateUserResponse:
         async with grpc_errors(context, "CreateUser"):
-            username = validation.validate_username(request.username)
-            password = validation.validate_password(request.password)
-            display_name = validation.validate_display_name(request.display_name)
+            validation.check_request(request)
+            username = request.username
             # A cheap read first spares the argon2 work for a taken name; the
             # transaction in create() still decides a race between two calls.
             if await self.users.exists(username):
                 raise taken_error(username)
             record = UserRecord(
                 username=username,
-                display_name=display_name,
-                password_hash=await self.passwords.hash(password),
+                display_name=request.display_name,
+                password_hash=await self.passwords.hash(request.password),
                 create_time=_now_rfc3339(),
             )
             await self.users.create(record)
@@ -66,7 +65,8 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
         self, request: user_pb2.GetUserRequest, context: Context
     ) -> user_pb2.GetUserResponse:
         async with grpc_errors(context, "GetUser"):
-            username = validation.validate_username(request.username)
+            validation.check_request(request)
+            username = request.username
             record = await self.users.get(username)
             if record is None:
                 raise NotFoundError(
@@ -78,7 +78,8 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
         self, request: user_pb2.ListUsersRequest, context: Context
     ) -> user_pb2.ListUsersResponse:
         async with grpc_errors(context, "ListUsers"):
-            page_size = validation.validate_page_size(request.page_size)
+            validation.check_request(request)
+            page_size = validation.page_size_or_default(request.page_size)
             after = validation.decode_page_token(request.page_token)
             records, more = await self.users.list_page(after, page_size)
             next_token = ""
@@ -93,8 +94,8 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
         self, request: user_pb2.LoginRequest, context: Context
     ) -> user_pb2.LoginResponse:
         async with grpc_errors(context, "Login"):
-            username = validation.validate_username(request.username)
-            password = validation.validate_password(request.password)
+            validation.check_request(request)
+            username, password = request.username, request.password
             record = await self.users.get(username)
             if record is None:
                 verified = await self.passwords.verify_dummy(password)
@@ -114,8 +115,8 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
         self, request: user_pb2.ValidateSessionRequest, context: Context
     ) -> user_pb2.ValidateSessionResponse:
         async with grpc_errors(context, "ValidateSession"):
-            token = validation.validate_session_token(request.session_token)
-            session = await self.sessions.get(token)
+            validation.check_request(request)
+            session = await self.sessions.get(request.session_token)
             record = await self.users.get(session.username) if session else None
             if session is None or record is None:
                 raise AuthenticationError(None, SESSION_INVALID)
@@ -127,8 +128,8 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
         self, request: user_pb2.LogoutRequest, context: Context
     ) -> user_pb2.LogoutResponse:
         async with grpc_errors(context, "Logout"):
-            token = validation.validate_session_token(request.session_token)
-            await self.sessions.delete(token)
+            validation.check_request(request)
+            await self.sessions.delete(request.session_token)
             return user_pb2.LogoutResponse()
 
 

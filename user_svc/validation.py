@@ -1,8 +1,11 @@
-"""Checks of request fields against the limits documented in user.proto.
+"""Checks of requests against the limits that user.proto declares.
 
-Each check raises InvalidArgumentError with a message that names the field
-and states the limit. Messages about passwords and session tokens give only
-their length, never their content.
+The limits live in the contract, as protovalidate annotations, and
+registry.validation checks them. Each check raises InvalidArgumentError with a
+message that names the field and states the limit. Fields marked
+`debug_redact` in the contract, the password and the session token, are shown
+only by their length, never by their content. Page tokens need the service's
+own encoding, so they are checked here in code.
 """
 
 from __future__ import annotations
@@ -10,96 +13,75 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-import unicodedata
 
+from google.protobuf.message import Message
+
+from protos import user_pb2
+from registry import validation
 from user_svc.errors import InvalidArgumentError
 
-USERNAME_RULE = (
-    "3 to 32 characters from a-z, 0-9, '_', '-' and '.', starting with a letter"
+# Compiled at import, which is at startup: a declared rule that
+# registry.validation cannot check stops the server before it serves.
+REQUEST_RULES = validation.rules_of_service(
+    user_pb2.DESCRIPTOR.services_by_name["UserService"]
 )
-_USERNAME_PATTERN = re.compile(r"[a-z][a-z0-9_.-]{2,31}")
-_USERNAME_CHARACTER = re.compile(r"[a-z0-9_.-]")
+_CREATE = validation.MessageRules.of(user_pb2.CreateUserRequest.DESCRIPTOR)
+_SESSION = validation.MessageRules.of(user_pb2.ValidateSessionRequest.DESCRIPTOR)
+_LIST = validation.MessageRules.of(user_pb2.ListUsersRequest.DESCRIPTOR)
 
-PASSWORD_MIN_LENGTH = 8
-PASSWORD_MAX_LENGTH = 128
-DISPLAY_NAME_MAX_LENGTH = 64
-SESSION_TOKEN_MAX_LENGTH = 128
-
+USERNAME_RULE = _CREATE.summary("username")
 DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
-PAGE_SIZE_RULE = f"0 to {MAX_PAGE_SIZE}, where 0 means {DEFAULT_PAGE_SIZE}"
 
 # An encoded username of at most 32 bytes is at most 43 base64 characters.
 _PAGE_TOKEN_MAX_LENGTH = 44
 _PAGE_TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 
 
+def check_request(request: Message) -> None:
+    """Raise InvalidArgumentError for the first field that breaks its rule."""
+    violation = validation.first_violation(request)
+    if violation is not None:
+        raise InvalidArgumentError(violation.field, violation.description)
+
+
+def _check_field(rules: validation.MessageRules, field: str, value: object) -> None:
+    violation = rules.check_field(field, value)
+    if violation is not None:
+        raise InvalidArgumentError(violation.field, violation.description)
+
+
 def validate_username(username: str) -> str:
-    """Return username when it follows USERNAME_RULE."""
-    if _USERNAME_PATTERN.fullmatch(username):
-        return username
-    raise InvalidArgumentError(
-        "username", f"must be {USERNAME_RULE}; got {_describe_username(username)}"
-    )
-
-
-def _describe_username(username: str) -> str:
-    if not username:
-        return "an empty string"
-    if not 3 <= len(username) <= 32:
-        return f"{len(username)} characters"
-    if not "a" <= username[0] <= "z":
-        return f"{username[0]!r} at index 0"
-    for index, character in enumerate(username):
-        if not _USERNAME_CHARACTER.fullmatch(character):
-            return f"{character!r} at index {index}"
-    return repr(username)
+    """Return username when it follows the declared rule."""
+    _check_field(_CREATE, "username", username)
+    return username
 
 
 def validate_password(password: str) -> str:
     """Return password when its length is within the limits."""
-    if not PASSWORD_MIN_LENGTH <= len(password) <= PASSWORD_MAX_LENGTH:
-        raise InvalidArgumentError(
-            "password",
-            f"must be {PASSWORD_MIN_LENGTH} to {PASSWORD_MAX_LENGTH} characters; "
-            f"got {len(password)}",
-        )
+    _check_field(_CREATE, "password", password)
     return password
 
 
 def validate_display_name(display_name: str) -> str:
-    """Return display_name when it is short enough and has no control characters."""
-    rule = f"0 to {DISPLAY_NAME_MAX_LENGTH} characters without control characters"
-    if len(display_name) > DISPLAY_NAME_MAX_LENGTH:
-        raise InvalidArgumentError(
-            "display_name", f"must be {rule}; got {len(display_name)} characters"
-        )
-    for index, character in enumerate(display_name):
-        if unicodedata.category(character) == "Cc":
-            raise InvalidArgumentError(
-                "display_name",
-                f"must be {rule}; got control character {character!r} at index {index}",
-            )
+    """Return display_name when it passes the declared length and pattern."""
+    _check_field(_CREATE, "display_name", display_name)
     return display_name
 
 
 def validate_session_token(token: str) -> str:
-    """Return token when its length is within 1 to SESSION_TOKEN_MAX_LENGTH."""
-    if not 1 <= len(token) <= SESSION_TOKEN_MAX_LENGTH:
-        raise InvalidArgumentError(
-            "session_token",
-            f"must be the token from LoginResponse, 1 to "
-            f"{SESSION_TOKEN_MAX_LENGTH} characters; got {len(token)}",
-        )
+    """Return token when its length is within the limits."""
+    _check_field(_SESSION, "session_token", token)
     return token
 
 
 def validate_page_size(page_size: int) -> int:
     """Return the effective page size: the default for 0, else page_size."""
-    if not 0 <= page_size <= MAX_PAGE_SIZE:
-        raise InvalidArgumentError(
-            "page_size", f"must be {PAGE_SIZE_RULE}; got {page_size}"
-        )
+    _check_field(_LIST, "page_size", page_size)
+    return page_size_or_default(page_size)
+
+
+def page_size_or_default(page_size: int) -> int:
+    """Return the page size to use for a valid page_size; 0 means the default."""
     return page_size or DEFAULT_PAGE_SIZE
 
 
@@ -130,6 +112,7 @@ def _decode_username(token: str) -> str | None:
     padded = token + "=" * (-len(token) % 4)
     try:
         username = base64.urlsafe_b64decode(padded).decode()
-    except (binascii.Error, UnicodeDecodeError):
+        validate_username(username)
+    except (binascii.Error, UnicodeDecodeError, InvalidArgumentError):
         return None
-    return username if _USERNAME_PATTERN.fullmatch(username) else None
+    return username

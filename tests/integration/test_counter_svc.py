@@ -328,8 +328,7 @@ async def test_invalid_name_message_states_limit(stub):
         await get_value(stub, "n" * 70)
 
     assert details(caught.value) == (
-        "name: must be 1 to 64 characters from A-Z, a-z, 0-9, '_', '-' and '.'; "
-        "got 70 characters"
+        "name: must be 1 to 64 characters matching ^[A-Za-z0-9_.-]+$; got 70 characters"
     )
 
 

@@ -456,7 +456,7 @@ async def test_invalid_password_message_hides_password(stub):
     error = await rpc_error(stub.CreateUser(request))
 
     assert "secret7" not in details(error)
-    assert details(error) == "password: must be 8 to 128 characters; got 7"
+    assert details(error) == "password: must be 8 to 128 characters; got 7 characters"
 
 
 # --- real processes ----------------------------------------------------------

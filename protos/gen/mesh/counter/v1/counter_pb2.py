@@ -22,15 +22,30 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dmesh/counter/v1/counter.proto\x12\x0fmesh.counter.v1\"&\n\x07\x43ounter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03\"C\n\x10IncrementRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\x03\x12\x12\n\nrequest_id\x18\x03 \x01(\t\">\n\x11IncrementResponse\x12)\n\x07\x63ounter\x18\x01 \x01(\x0b\x32\x18.mesh.counter.v1.Counter\"!\n\x11GetCounterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x12GetCounterResponse\x12)\n\x07\x63ounter\x18\x01 \x01(\x0b\x32\x18.mesh.counter.v1.Counter\"<\n\x13ListCountersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"[\n\x14ListCountersResponse\x12*\n\x08\x63ounters\x18\x01 \x03(\x0b\x32\x18.mesh.counter.v1.Counter\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x13WatchCounterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"S\n\x14WatchCounterResponse\x12)\n\x07\x63ounter\x18\x01 \x01(\x0b\x32\x18.mesh.counter.v1.Counter\x12\x10\n\x08revision\x18\x02 \x01(\x03\x32\x8b\x03\n\x0e\x43ounterService\x12W\n\tIncrement\x12!.mesh.counter.v1.IncrementRequest\x1a\".mesh.counter.v1.IncrementResponse\"\x03\x90\x02\x02\x12Z\n\nGetCounter\x12\".mesh.counter.v1.GetCounterRequest\x1a#.mesh.counter.v1.GetCounterResponse\"\x03\x90\x02\x01\x12`\n\x0cListCounters\x12$.mesh.counter.v1.ListCountersRequest\x1a%.mesh.counter.v1.ListCountersResponse\"\x03\x90\x02\x01\x12\x62\n\x0cWatchCounter\x12$.mesh.counter.v1.WatchCounterRequest\x1a%.mesh.counter.v1.WatchCounterResponse\"\x03\x90\x02\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dmesh/counter/v1/counter.proto\x12\x0fmesh.counter.v1\x1a\x1b\x62uf/validate/validate.proto\"D\n\x07\x43ounter\x12*\n\x04name\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x10\x01\x18@2\x11^[A-Za-z0-9_.-]+$\x12\r\n\x05value\x18\x02 \x01(\x03\"\x94\x01\n\x10IncrementRequest\x12*\n\x04name\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x10\x01\x18@2\x11^[A-Za-z0-9_.-]+$\x12%\n\x05\x64\x65lta\x18\x02 \x01(\x03\x42\x16\xbaH\x13\"\x11\x18\xc0\x84=(\xc0\xfb\xc2\xff\xff\xff\xff\xff\xff\x01\x38\x00\x12-\n\nrequest_id\x18\x03 \x01(\tB\x19\xbaH\x16r\x14\x18@2\x10^[A-Za-z0-9_-]*$\">\n\x11IncrementResponse\x12)\n\x07\x63ounter\x18\x01 \x01(\x0b\x32\x18.mesh.counter.v1.Counter\"?\n\x11GetCounterRequest\x12*\n\x04name\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x10\x01\x18@2\x11^[A-Za-z0-9_.-]+$\"?\n\x12GetCounterResponse\x12)\n\x07\x63ounter\x18\x01 \x01(\x0b\x32\x18.mesh.counter.v1.Counter\"H\n\x13ListCountersRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x12\n\npage_token\x18\x02 \x01(\t\"[\n\x14ListCountersResponse\x12*\n\x08\x63ounters\x18\x01 \x03(\x0b\x32\x18.mesh.counter.v1.Counter\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"A\n\x13WatchCounterRequest\x12*\n\x04name\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x10\x01\x18@2\x11^[A-Za-z0-9_.-]+$\"S\n\x14WatchCounterResponse\x12)\n\x07\x63ounter\x18\x01 \x01(\x0b\x32\x18.mesh.counter.v1.Counter\x12\x10\n\x08revision\x18\x02 \x01(\x03\x32\x8b\x03\n\x0e\x43ounterService\x12W\n\tIncrement\x12!.mesh.counter.v1.IncrementRequest\x1a\".mesh.counter.v1.IncrementResponse\"\x03\x90\x02\x02\x12Z\n\nGetCounter\x12\".mesh.counter.v1.GetCounterRequest\x1a#.mesh.counter.v1.GetCounterResponse\"\x03\x90\x02\x01\x12`\n\x0cListCounters\x12$.mesh.counter.v1.ListCountersRequest\x1a%.mesh.counter.v1.ListCountersResponse\"\x03\x90\x02\x01\x12\x62\n\x0cWatchCounter\x12$.mesh.counter.v1.WatchCounterRequest\x1a%.mesh.counter.v1.WatchCounterResponse\"\x03\x90\x02\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mesh.counter.v1.counter_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_COUNTER'].fields_by_name['name']._loaded_options = None
+  _globals['_COUNTER'].fields_by_name['name']._serialized_options = b'\272H\031r\027\020\001\030@2\021^[A-Za-z0-9_.-]+$'
+  _globals['_INCREMENTREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_INCREMENTREQUEST'].fields_by_name['name']._serialized_options = b'\272H\031r\027\020\001\030@2\021^[A-Za-z0-9_.-]+$'
+  _globals['_INCREMENTREQUEST'].fields_by_name['delta']._loaded_options = None
+  _globals['_INCREMENTREQUEST'].fields_by_name['delta']._serialized_options = b'\272H\023\"\021\030\300\204=(\300\373\302\377\377\377\377\377\377\0018\000'
+  _globals['_INCREMENTREQUEST'].fields_by_name['request_id']._loaded_options = None
+  _globals['_INCREMENTREQUEST'].fields_by_name['request_id']._serialized_options = b'\272H\026r\024\030@2\020^[A-Za-z0-9_-]*$'
+  _globals['_GETCOUNTERREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_GETCOUNTERREQUEST'].fields_by_name['name']._serialized_options = b'\272H\031r\027\020\001\030@2\021^[A-Za-z0-9_.-]+$'
+  _globals['_LISTCOUNTERSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTCOUNTERSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\007\032\005\030\350\007(\000'
+  _globals['_WATCHCOUNTERREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_WATCHCOUNTERREQUEST'].fields_by_name['name']._serialized_options = b'\272H\031r\027\020\001\030@2\021^[A-Za-z0-9_.-]+$'
   _globals['_COUNTERSERVICE'].methods_by_name['Increment']._loaded_options = None
   _globals['_COUNTERSERVICE'].methods_by_name['Increment']._serialized_options = b'\220\002\002'
   _globals['_COUNTERSERVICE'].methods_by_name['GetCounter']._loaded_options = None
@@ -39,24 +54,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COUNTERSERVICE'].methods_by_name['ListCounters']._serialized_options = b'\220\002\001'
   _globals['_COUNTERSERVICE'].methods_by_name['WatchCounter']._loaded_options = None
   _globals['_COUNTERSERVICE'].methods_by_name['WatchCounter']._serialized_options = b'\220\002\001'
-  _globals['_COUNTER']._serialized_start=50
-  _globals['_COUNTER']._serialized_end=88
-  _globals['_INCREMENTREQUEST']._serialized_start=90
-  _globals['_INCREMENTREQUEST']._serialized_end=157
-  _globals['_INCREMENTRESPONSE']._serialized_start=159
-  _globals['_INCREMENTRESPONSE']._serialized_end=221
-  _globals['_GETCOUNTERREQUEST']._serialized_start=223
-  _globals['_GETCOUNTERREQUEST']._serialized_end=256
-  _globals['_GETCOUNTERRESPONSE']._serialized_start=258
-  _globals['_GETCOUNTERRESPONSE']._serialized_end=321
-  _globals['_LISTCOUNTERSREQUEST']._serialized_start=323
-  _globals['_LISTCOUNTERSREQUEST']._serialized_end=383
-  _globals['_LISTCOUNTERSRESPONSE']._serialized_start=385
-  _globals['_LISTCOUNTERSRESPONSE']._serialized_end=476
-  _globals['_WATCHCOUNTERREQUEST']._serialized_start=478
-  _globals['_WATCHCOUNTERREQUEST']._serialized_end=513
-  _globals['_WATCHCOUNTERRESPONSE']._serialized_start=515
-  _globals['_WATCHCOUNTERRESPONSE']._serialized_end=598
-  _globals['_COUNTERSERVICE']._serialized_start=601
-  _globals['_COUNTERSERVICE']._serialized_end=996
+  _globals['_COUNTER']._serialized_start=79
+  _globals['_COUNTER']._serialized_end=147
+  _globals['_INCREMENTREQUEST']._serialized_start=150
+  _globals['_INCREMENTREQUEST']._serialized_end=298
+  _globals['_INCREMENTRESPONSE']._serialized_start=300
+  _globals['_INCREMENTRESPONSE']._serialized_end=362
+  _globals['_GETCOUNTERREQUEST']._serialized_start=364
+  _globals['_GETCOUNTERREQUEST']._serialized_end=427
+  _globals['_GETCOUNTERRESPONSE']._serialized_start=429
+  _globals['_GETCOUNTERRESPONSE']._serialized_end=492
+  _globals['_LISTCOUNTERSREQUEST']._serialized_start=494
+  _globals['_LISTCOUNTERSREQUEST']._serialized_end=566
+  _globals['_LISTCOUNTERSRESPONSE']._serialized_start=568
+  _globals['_LISTCOUNTERSRESPONSE']._serialized_end=659
+  _globals['_WATCHCOUNTERREQUEST']._serialized_start=661
+  _globals['_WATCHCOUNTERREQUEST']._serialized_end=726
+  _globals['_WATCHCOUNTERRESPONSE']._serialized_start=728
+  _globals['_WATCHCOUNTERRESPONSE']._serialized_end=811
+  _globals['_COUNTERSERVICE']._serialized_start=814
+  _globals['_COUNTERSERVICE']._serialized_end=1209
 # @@protoc_insertion_point(module_scope)

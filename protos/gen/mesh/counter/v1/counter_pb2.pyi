@@ -27,7 +27,7 @@ class Counter(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Counter name: 1 to 64 characters from A-Z, a-z, 0-9, '_', '-' and '.'."""
+    """Counter name: ASCII letters, digits, '_', '-' and '.'."""
     value: _builtins.int
     """Current value. Increments that would leave the int64 range are rejected."""
     def __init__(
@@ -52,13 +52,13 @@ class IncrementRequest(_message.Message):
     DELTA_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Counter name: 1 to 64 characters from A-Z, a-z, 0-9, '_', '-' and '.'."""
+    """Counter name: ASCII letters, digits, '_', '-' and '.'."""
     delta: _builtins.int
-    """Amount to add: a non-zero integer from -1000000 to 1000000."""
+    """Amount to add: a non-zero integer."""
     request_id: _builtins.str
-    """Idempotency key: empty, or 1 to 64 characters from A-Z, a-z, 0-9, '_' and
-    '-'. Requests with the same key are applied once for 24 hours. The mesh
-    client fills it in when it is empty.
+    """Idempotency key: empty, or ASCII letters, digits, '_' and '-'. Requests
+    with the same key are applied once for 24 hours. The mesh client fills
+    it in when it is empty.
     """
     def __init__(
         self,
@@ -103,7 +103,7 @@ class GetCounterRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Counter name: 1 to 64 characters from A-Z, a-z, 0-9, '_', '-' and '.'."""
+    """Counter name: ASCII letters, digits, '_', '-' and '.'."""
     def __init__(
         self,
         *,
@@ -144,7 +144,7 @@ class ListCountersRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """Page size: 0 to 1000. Zero means the default of 100."""
+    """Page size. Zero means the default of 100."""
     page_token: _builtins.str
     """Empty for the first page, otherwise next_page_token from the previous
     response, unchanged.
@@ -193,7 +193,7 @@ class WatchCounterRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Counter name: 1 to 64 characters from A-Z, a-z, 0-9, '_', '-' and '.'."""
+    """Counter name: ASCII letters, digits, '_', '-' and '.'."""
     def __init__(
         self,
         *,

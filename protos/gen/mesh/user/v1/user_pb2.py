@@ -22,16 +22,41 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mesh/user/v1/user.proto\x12\x0cmesh.user.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"_\n\x04User\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x11\x43reateUserRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\"6\n\x12\x43reateUserResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.mesh.user.v1.User\"\"\n\x0eGetUserRequest\x12\x10\n\x08username\x18\x01 \x01(\t\"3\n\x0fGetUserResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.mesh.user.v1.User\"9\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"O\n\x11ListUsersResponse\x12!\n\x05users\x18\x01 \x03(\x0b\x32\x12.mesh.user.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x0cLoginRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"y\n\rLoginResponse\x12\x15\n\rsession_token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x04user\x18\x03 \x01(\x0b\x32\x12.mesh.user.v1.User\"/\n\x16ValidateSessionRequest\x12\x15\n\rsession_token\x18\x01 \x01(\t\"l\n\x17ValidateSessionResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.mesh.user.v1.User\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"&\n\rLogoutRequest\x12\x15\n\rsession_token\x18\x01 \x01(\t\"\x10\n\x0eLogoutResponse2\xef\x03\n\x0bUserService\x12O\n\nCreateUser\x12\x1f.mesh.user.v1.CreateUserRequest\x1a .mesh.user.v1.CreateUserResponse\x12K\n\x07GetUser\x12\x1c.mesh.user.v1.GetUserRequest\x1a\x1d.mesh.user.v1.GetUserResponse\"\x03\x90\x02\x01\x12Q\n\tListUsers\x12\x1e.mesh.user.v1.ListUsersRequest\x1a\x1f.mesh.user.v1.ListUsersResponse\"\x03\x90\x02\x01\x12@\n\x05Login\x12\x1a.mesh.user.v1.LoginRequest\x1a\x1b.mesh.user.v1.LoginResponse\x12\x63\n\x0fValidateSession\x12$.mesh.user.v1.ValidateSessionRequest\x1a%.mesh.user.v1.ValidateSessionResponse\"\x03\x90\x02\x01\x12H\n\x06Logout\x12\x1b.mesh.user.v1.LogoutRequest\x1a\x1c.mesh.user.v1.LogoutResponse\"\x03\x90\x02\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mesh/user/v1/user.proto\x12\x0cmesh.user.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x01\n\x04User\x12\x30\n\x08username\x18\x01 \x01(\tB\x1e\xbaH\x1br\x19\x10\x03\x18 2\x13^[a-z][a-z0-9_.-]*$\x12\x37\n\x0c\x64isplay_name\x18\x02 \x01(\tB!\xbaH\x1er\x1c\x18@2\x18^[^\\x00-\\x1f\\x7f-\\x9f]*$\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9f\x01\n\x11\x43reateUserRequest\x12\x30\n\x08username\x18\x01 \x01(\tB\x1e\xbaH\x1br\x19\x10\x03\x18 2\x13^[a-z][a-z0-9_.-]*$\x12\x1f\n\x08password\x18\x02 \x01(\tB\r\x80\x01\x01\xbaH\x07r\x05\x10\x08\x18\x80\x01\x12\x37\n\x0c\x64isplay_name\x18\x03 \x01(\tB!\xbaH\x1er\x1c\x18@2\x18^[^\\x00-\\x1f\\x7f-\\x9f]*$\"6\n\x12\x43reateUserResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.mesh.user.v1.User\"B\n\x0eGetUserRequest\x12\x30\n\x08username\x18\x01 \x01(\tB\x1e\xbaH\x1br\x19\x10\x03\x18 2\x13^[a-z][a-z0-9_.-]*$\"3\n\x0fGetUserResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.mesh.user.v1.User\"E\n\x10ListUsersRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x12\n\npage_token\x18\x02 \x01(\t\"O\n\x11ListUsersResponse\x12!\n\x05users\x18\x01 \x03(\x0b\x32\x12.mesh.user.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"a\n\x0cLoginRequest\x12\x30\n\x08username\x18\x01 \x01(\tB\x1e\xbaH\x1br\x19\x10\x03\x18 2\x13^[a-z][a-z0-9_.-]*$\x12\x1f\n\x08password\x18\x02 \x01(\tB\r\x80\x01\x01\xbaH\x07r\x05\x10\x08\x18\x80\x01\"~\n\rLoginResponse\x12\x1a\n\rsession_token\x18\x01 \x01(\tB\x03\x80\x01\x01\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x04user\x18\x03 \x01(\x0b\x32\x12.mesh.user.v1.User\">\n\x16ValidateSessionRequest\x12$\n\rsession_token\x18\x01 \x01(\tB\r\x80\x01\x01\xbaH\x07r\x05\x10\x01\x18\x80\x01\"l\n\x17ValidateSessionResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.mesh.user.v1.User\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"5\n\rLogoutRequest\x12$\n\rsession_token\x18\x01 \x01(\tB\r\x80\x01\x01\xbaH\x07r\x05\x10\x01\x18\x80\x01\"\x10\n\x0eLogoutResponse2\xef\x03\n\x0bUserService\x12O\n\nCreateUser\x12\x1f.mesh.user.v1.CreateUserRequest\x1a .mesh.user.v1.CreateUserResponse\x12K\n\x07GetUser\x12\x1c.mesh.user.v1.GetUserRequest\x1a\x1d.mesh.user.v1.GetUserResponse\"\x03\x90\x02\x01\x12Q\n\tListUsers\x12\x1e.mesh.user.v1.ListUsersRequest\x1a\x1f.mesh.user.v1.ListUsersResponse\"\x03\x90\x02\x01\x12@\n\x05Login\x12\x1a.mesh.user.v1.LoginRequest\x1a\x1b.mesh.user.v1.LoginResponse\x12\x63\n\x0fValidateSession\x12$.mesh.user.v1.ValidateSessionRequest\x1a%.mesh.user.v1.ValidateSessionResponse\"\x03\x90\x02\x01\x12H\n\x06Logout\x12\x1b.mesh.user.v1.LogoutRequest\x1a\x1c.mesh.user.v1.LogoutResponse\"\x03\x90\x02\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mesh.user.v1.user_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_USER'].fields_by_name['username']._loaded_options = None
+  _globals['_USER'].fields_by_name['username']._serialized_options = b'\272H\033r\031\020\003\030 2\023^[a-z][a-z0-9_.-]*$'
+  _globals['_USER'].fields_by_name['display_name']._loaded_options = None
+  _globals['_USER'].fields_by_name['display_name']._serialized_options = b'\272H\036r\034\030@2\030^[^\\x00-\\x1f\\x7f-\\x9f]*$'
+  _globals['_CREATEUSERREQUEST'].fields_by_name['username']._loaded_options = None
+  _globals['_CREATEUSERREQUEST'].fields_by_name['username']._serialized_options = b'\272H\033r\031\020\003\030 2\023^[a-z][a-z0-9_.-]*$'
+  _globals['_CREATEUSERREQUEST'].fields_by_name['password']._loaded_options = None
+  _globals['_CREATEUSERREQUEST'].fields_by_name['password']._serialized_options = b'\200\001\001\272H\007r\005\020\010\030\200\001'
+  _globals['_CREATEUSERREQUEST'].fields_by_name['display_name']._loaded_options = None
+  _globals['_CREATEUSERREQUEST'].fields_by_name['display_name']._serialized_options = b'\272H\036r\034\030@2\030^[^\\x00-\\x1f\\x7f-\\x9f]*$'
+  _globals['_GETUSERREQUEST'].fields_by_name['username']._loaded_options = None
+  _globals['_GETUSERREQUEST'].fields_by_name['username']._serialized_options = b'\272H\033r\031\020\003\030 2\023^[a-z][a-z0-9_.-]*$'
+  _globals['_LISTUSERSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTUSERSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\007\032\005\030\350\007(\000'
+  _globals['_LOGINREQUEST'].fields_by_name['username']._loaded_options = None
+  _globals['_LOGINREQUEST'].fields_by_name['username']._serialized_options = b'\272H\033r\031\020\003\030 2\023^[a-z][a-z0-9_.-]*$'
+  _globals['_LOGINREQUEST'].fields_by_name['password']._loaded_options = None
+  _globals['_LOGINREQUEST'].fields_by_name['password']._serialized_options = b'\200\001\001\272H\007r\005\020\010\030\200\001'
+  _globals['_LOGINRESPONSE'].fields_by_name['session_token']._loaded_options = None
+  _globals['_LOGINRESPONSE'].fields_by_name['session_token']._serialized_options = b'\200\001\001'
+  _globals['_VALIDATESESSIONREQUEST'].fields_by_name['session_token']._loaded_options = None
+  _globals['_VALIDATESESSIONREQUEST'].fields_by_name['session_token']._serialized_options = b'\200\001\001\272H\007r\005\020\001\030\200\001'
+  _globals['_LOGOUTREQUEST'].fields_by_name['session_token']._loaded_options = None
+  _globals['_LOGOUTREQUEST'].fields_by_name['session_token']._serialized_options = b'\200\001\001\272H\007r\005\020\001\030\200\001'
   _globals['_USERSERVICE'].methods_by_name['GetUser']._loaded_options = None
   _globals['_USERSERVICE'].methods_by_name['GetUser']._serialized_options = b'\220\002\001'
   _globals['_USERSERVICE'].methods_by_name['ListUsers']._loaded_options = None
@@ -40,32 +65,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USERSERVICE'].methods_by_name['ValidateSession']._serialized_options = b'\220\002\001'
   _globals['_USERSERVICE'].methods_by_name['Logout']._loaded_options = None
   _globals['_USERSERVICE'].methods_by_name['Logout']._serialized_options = b'\220\002\002'
-  _globals['_USER']._serialized_start=74
-  _globals['_USER']._serialized_end=169
-  _globals['_CREATEUSERREQUEST']._serialized_start=171
-  _globals['_CREATEUSERREQUEST']._serialized_end=248
-  _globals['_CREATEUSERRESPONSE']._serialized_start=250
-  _globals['_CREATEUSERRESPONSE']._serialized_end=304
-  _globals['_GETUSERREQUEST']._serialized_start=306
-  _globals['_GETUSERREQUEST']._serialized_end=340
-  _globals['_GETUSERRESPONSE']._serialized_start=342
-  _globals['_GETUSERRESPONSE']._serialized_end=393
-  _globals['_LISTUSERSREQUEST']._serialized_start=395
-  _globals['_LISTUSERSREQUEST']._serialized_end=452
-  _globals['_LISTUSERSRESPONSE']._serialized_start=454
-  _globals['_LISTUSERSRESPONSE']._serialized_end=533
-  _globals['_LOGINREQUEST']._serialized_start=535
-  _globals['_LOGINREQUEST']._serialized_end=585
-  _globals['_LOGINRESPONSE']._serialized_start=587
-  _globals['_LOGINRESPONSE']._serialized_end=708
-  _globals['_VALIDATESESSIONREQUEST']._serialized_start=710
-  _globals['_VALIDATESESSIONREQUEST']._serialized_end=757
-  _globals['_VALIDATESESSIONRESPONSE']._serialized_start=759
-  _globals['_VALIDATESESSIONRESPONSE']._serialized_end=867
-  _globals['_LOGOUTREQUEST']._serialized_start=869
-  _globals['_LOGOUTREQUEST']._serialized_end=907
-  _globals['_LOGOUTRESPONSE']._serialized_start=909
-  _globals['_LOGOUTRESPONSE']._serialized_end=925
-  _globals['_USERSERVICE']._serialized_start=928
-  _globals['_USERSERVICE']._serialized_end=1423
+  _globals['_USER']._serialized_start=104
+  _globals['_USER']._serialized_end=266
+  _globals['_CREATEUSERREQUEST']._serialized_start=269
+  _globals['_CREATEUSERREQUEST']._serialized_end=428
+  _globals['_CREATEUSERRESPONSE']._serialized_start=430
+  _globals['_CREATEUSERRESPONSE']._serialized_end=484
+  _globals['_GETUSERREQUEST']._serialized_start=486
+  _globals['_GETUSERREQUEST']._serialized_end=552
+  _globals['_GETUSERRESPONSE']._serialized_start=554
+  _globals['_GETUSERRESPONSE']._serialized_end=605
+  _globals['_LISTUSERSREQUEST']._serialized_start=607
+  _globals['_LISTUSERSREQUEST']._serialized_end=676
+  _globals['_LISTUSERSRESPONSE']._serialized_start=678
+  _globals['_LISTUSERSRESPONSE']._serialized_end=757
+  _globals['_LOGINREQUEST']._serialized_start=759
+  _globals['_LOGINREQUEST']._serialized_end=856
+  _globals['_LOGINRESPONSE']._serialized_start=858
+  _globals['_LOGINRESPONSE']._serialized_end=984
+  _globals['_VALIDATESESSIONREQUEST']._serialized_start=986
+  _globals['_VALIDATESESSIONREQUEST']._serialized_end=1048
+  _globals['_VALIDATESESSIONRESPONSE']._serialized_start=1050
+  _globals['_VALIDATESESSIONRESPONSE']._serialized_end=1158
+  _globals['_LOGOUTREQUEST']._serialized_start=1160
+  _globals['_LOGOUTREQUEST']._serialized_end=1213
+  _globals['_LOGOUTRESPONSE']._serialized_start=1215
+  _globals['_LOGOUTRESPONSE']._serialized_end=1231
+  _globals['_USERSERVICE']._serialized_start=1234
+  _globals['_USERSERVICE']._serialized_end=1729
 # @@protoc_insertion_point(module_scope)

@@ -27,11 +27,9 @@ class User(_message.Message):
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     username: _builtins.str
-    """Username: 3 to 32 characters from a-z, 0-9, '_', '-' and '.', starting
-    with a letter.
-    """
+    """Username: a-z, 0-9, '_', '-' and '.', starting with a letter."""
     display_name: _builtins.str
-    """Display name: 0 to 64 characters, no control characters."""
+    """Display name, without control characters."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -57,13 +55,11 @@ class CreateUserRequest(_message.Message):
     PASSWORD_FIELD_NUMBER: _builtins.int
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     username: _builtins.str
-    """Username: 3 to 32 characters from a-z, 0-9, '_', '-' and '.', starting
-    with a letter.
-    """
+    """Username: a-z, 0-9, '_', '-' and '.', starting with a letter."""
     password: _builtins.str
-    """Password: 8 to 128 characters."""
+    """Password. Error messages give its length, never its content."""
     display_name: _builtins.str
-    """Display name: 0 to 64 characters, no control characters."""
+    """Display name, without control characters."""
     def __init__(
         self,
         *,
@@ -105,9 +101,7 @@ class GetUserRequest(_message.Message):
 
     USERNAME_FIELD_NUMBER: _builtins.int
     username: _builtins.str
-    """Username: 3 to 32 characters from a-z, 0-9, '_', '-' and '.', starting
-    with a letter.
-    """
+    """Username: a-z, 0-9, '_', '-' and '.', starting with a letter."""
     def __init__(
         self,
         *,
@@ -148,7 +142,7 @@ class ListUsersRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """Page size: 0 to 1000. Zero means the default of 100."""
+    """Page size. Zero means the default of 100."""
     page_token: _builtins.str
     """Empty for the first page, otherwise next_page_token from the previous
     response, unchanged.
@@ -198,11 +192,9 @@ class LoginRequest(_message.Message):
     USERNAME_FIELD_NUMBER: _builtins.int
     PASSWORD_FIELD_NUMBER: _builtins.int
     username: _builtins.str
-    """Username: 3 to 32 characters from a-z, 0-9, '_', '-' and '.', starting
-    with a letter.
-    """
+    """Username: a-z, 0-9, '_', '-' and '.', starting with a letter."""
     password: _builtins.str
-    """Password: 8 to 128 characters."""
+    """Password. Error messages give its length, never its content."""
     def __init__(
         self,
         *,
@@ -251,7 +243,7 @@ class ValidateSessionRequest(_message.Message):
 
     SESSION_TOKEN_FIELD_NUMBER: _builtins.int
     session_token: _builtins.str
-    """Session token from LoginResponse: 1 to 128 characters."""
+    """Session token from LoginResponse."""
     def __init__(
         self,
         *,
@@ -295,7 +287,7 @@ class LogoutRequest(_message.Message):
 
     SESSION_TOKEN_FIELD_NUMBER: _builtins.int
     session_token: _builtins.str
-    """Session token from LoginResponse: 1 to 128 characters."""
+    """Session token from LoginResponse."""
     def __init__(
         self,
         *,
