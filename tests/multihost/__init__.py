@@ -1,0 +1,1 @@
+"""Multi-host tests: etcd members, replicas and clients in network namespaces."""
