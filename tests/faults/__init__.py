@@ -1,0 +1,1 @@
+"""Fault tests: the mesh under steady load while replicas, etcd and links fail."""
