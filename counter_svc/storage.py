@@ -120,7 +120,10 @@ class CounterStore:
                 applied = CounterValue(name, new_value, revision)
                 _log_increment(applied, delta, request_id, attempt + 1)
                 return applied
+            # The failure branch read the counter before the pause, so after
+            # the pause that value is likely stale: read again before swapping.
             await asyncio.sleep(backoff_delay(attempt))
+            counter_kv, record_kv = await self._read(key, request_key)
         raise ContentionError(
             "name",
             f"counter {name!r} was changed by concurrent increments during all "
