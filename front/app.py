@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -21,7 +22,9 @@ from front import routes_counters, routes_mesh, routes_pages, routes_users
 from front.backends import DEFAULT_CALL_TIMEOUT, Backends
 from front.counter_hub import CounterHub
 from front.errors import install_error_handlers
+from front.login_limits import Clock
 from front.mesh_view import MeshView
+from front.security import SecuritySettings, install_security
 from front.state import FrontState
 from registry.config import MeshConfig
 from registry.mesh import Mesh
@@ -36,18 +39,27 @@ def create_app(
     *,
     mesh: Mesh | None = None,
     call_timeout: float = DEFAULT_CALL_TIMEOUT,
+    security: SecuritySettings | None = None,
+    clock: Clock = time.monotonic,
 ) -> FastAPI:
-    """Build the front. `call_timeout` is the deadline of each backend call."""
-    # FastAPI's own /docs page loads Swagger UI from a CDN; fastapi-offline
-    # serves the same page with the scripts from its package, so /docs and
-    # /redoc work without internet access.
+    """Build the front. `call_timeout` is the deadline of each backend call.
+
+    `clock` is the monotonic clock of the login limits, in seconds.
+    """
+    # FastAPI's own /docs page loads Swagger UI from a CDN. fastapi-offline
+    # serves its scripts from its package under /static-offline-docs, so the
+    # docs work without internet access. The pages themselves come from
+    # front.routes_pages, without inline scripts (see front.headers).
     app = FastAPIOffline(
         title="etcd-mesh front",
         summary="Counters and users served by gRPC replicas found through etcd.",
         version="0.1.0",
         lifespan=_lifespan(config, mesh, call_timeout),
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
+    install_security(app, security or SecuritySettings(), clock)
     app.include_router(routes_pages.router)
     app.include_router(routes_counters.router)
     app.include_router(routes_users.router)

@@ -2,7 +2,8 @@
 
     FrontError              an error with an HTTP status and a JSON body
     ├── NotLoggedInError    401: no session cookie, or an unknown session
-    └── ForbiddenError      403: the session's user may not do this
+    ├── ForbiddenError      403: the session's user may not do this
+    └── TooManyLoginsError  429: too many failed logins (front.login_limits)
 
 Every error response has the body {"error": {"code": ..., "message": ...}}.
 `code` is the gRPC status name that fits the HTTP status, so a client sees the
@@ -12,7 +13,7 @@ same word whether the error came from a backend or from the front itself.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -45,6 +46,8 @@ _CODE_BY_HTTP_STATUS: dict[int, str] = {
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
     409: "ALREADY_EXISTS",
+    413: "RESOURCE_EXHAUSTED",
+    429: "RESOURCE_EXHAUSTED",
     503: "UNAVAILABLE",
 }
 
@@ -67,11 +70,18 @@ _CLIENT_FACING_CODES = frozenset(
 class FrontError(Exception):
     """An error that the front returns as JSON with an HTTP status."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = dict(headers or {})
 
 
 class NotLoggedInError(FrontError):
@@ -125,7 +135,9 @@ def describe_validation_errors(errors: Sequence[Any]) -> str:
 
 async def _handle_front_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, FrontError)
-    return error_response(exc.status, exc.code, exc.message)
+    response = error_response(exc.status, exc.code, exc.message)
+    response.headers.update(exc.headers)
+    return response
 
 
 async def _handle_rpc_error(request: Request, exc: Exception) -> JSONResponse:

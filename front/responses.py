@@ -12,6 +12,7 @@ _DESCRIPTIONS = {
     403: "The logged-in user may not do this.",
     404: "Not found.",
     409: "Already exists.",
+    429: "Too many failed logins; the Retry-After header gives the seconds to wait.",
     502: "A backend failed in an unexpected way.",
     503: "No live backend instance, or etcd is unreachable.",
 }

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import grpc
+import grpc.aio
 from fastapi import APIRouter, Request, Response
 
 import protos
 from front.models import LoginBody, Session, SignUpBody, User, to_datetime
 from front.responses import error_responses
+from front.security import LimiterDep, client_address
 from front.sessions import (
     MAX_TOKEN_LENGTH,
     SessionDep,
@@ -31,18 +34,36 @@ async def create_user(body: SignUpBody, state: StateDep) -> User:
     return User.from_proto(served.response.user)
 
 
-@router.post("/login")
+@router.post("/login", responses=error_responses(429))
 async def login(
-    body: LoginBody, request: Request, response: Response, state: StateDep
+    body: LoginBody,
+    request: Request,
+    response: Response,
+    state: StateDep,
+    limiter: LimiterDep,
 ) -> Session:
     """Check the password and start a session in an HttpOnly cookie.
 
-    An unknown user and a wrong password get the same 401.
+    An unknown user and a wrong password get the same 401. Too many failed
+    logins for one username or from one address get 429 with Retry-After.
     """
+    attempt = limiter.start(body.username, client_address(request))
     login_request = protos.user_pb2.LoginRequest(
         username=body.username, password=body.password
     )
-    served = await state.backends.call(state.backends.users.Login, login_request)
+    try:
+        served = await state.backends.call(state.backends.users.Login, login_request)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+            attempt.failed()
+        else:
+            attempt.cancelled()
+        raise
+    except BaseException:
+        # No live backend, or the client went away: no password was checked.
+        attempt.cancelled()
+        raise
+    attempt.succeeded()
     reply = served.response
     expire_time = (
         to_datetime(reply.expire_time) if reply.HasField("expire_time") else None

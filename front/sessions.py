@@ -1,9 +1,10 @@
 """Login sessions: the UserService token in an HttpOnly cookie.
 
 The cookie contains the token that UserService.Login returned. It is HttpOnly,
-so page scripts cannot read it, and SameSite=Lax, so that browsers do not
-send it with POST requests from other sites. Every request that needs a user
-checks the token with UserService.ValidateSession.
+so page scripts cannot read it, SameSite=Lax, so that browsers do not send it
+with POST requests from other sites, and Secure under TLS (see
+front.security.cookies_secure). Every request that needs a user checks the
+token with UserService.ValidateSession.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from fastapi import Depends, Request, Response
 import protos
 from front.errors import NotLoggedInError
 from front.models import Session, User, to_datetime
+from front.security import cookies_secure
 from front.state import StateDep
 
 SESSION_COOKIE = "mesh_session"
@@ -41,7 +43,7 @@ def set_session_cookie(
         path="/",
         httponly=True,
         samesite="lax",
-        secure=request.url.scheme == "https",
+        secure=cookies_secure(request),
     )
 
 
@@ -51,7 +53,7 @@ def clear_session_cookie(response: Response, request: Request) -> None:
         path="/",
         httponly=True,
         samesite="lax",
-        secure=request.url.scheme == "https",
+        secure=cookies_secure(request),
     )
 
 

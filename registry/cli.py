@@ -6,6 +6,7 @@
     meshctl watch [SERVICE] [--json]
     meshctl health [SERVICE]
     meshctl etcd [--port PORT] [--data-dir DIR]
+    meshctl certs init [--dir DIR] [--force] [--days N] [--ca-days N]
 
 Exit status: 0 on success, also when Ctrl-C or SIGTERM stops `up`, `watch`
 or `etcd`. 1 when `health` finds an instance that is not serving, or when the
@@ -25,6 +26,7 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+from registry.cli_certs import add_certs_parser, options_from_args, run_certs
 from registry.cli_common import SERVICE_ALIASES, warn
 from registry.cli_etcd import run_etcd
 from registry.cli_health import run_health
@@ -200,12 +202,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="data directory (default: .mesh/etcd)",
     )
+    add_certs_parser(commands)
     return parser
 
 
-def _command(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+# One return per subcommand reads more plainly than a dispatch table here.
+def _command(args: argparse.Namespace) -> Coroutine[Any, Any, int]:  # noqa: PLR0911
     if args.command == "etcd":
         return run_etcd(args.port, args.data_dir.absolute())
+    if args.command == "certs":
+        return run_certs(options_from_args(args))
     config = MeshConfig.from_env(
         etcd_endpoints=args.etcd_endpoints, namespace=args.namespace
     )

@@ -9,9 +9,20 @@ class ApiError extends Error {
   }
 }
 
+// The token that the front sets in the csrf cookie. The front rejects every
+// state-changing request that does not send it back in X-CSRF-Token.
+function csrfToken() {
+  const prefix = "csrf=";
+  const entry = document.cookie.split("; ").find((item) => item.startsWith(prefix));
+  return entry ? entry.slice(prefix.length) : "";
+}
+
 // Send a JSON request and return the decoded body. Throw ApiError on 4xx/5xx.
 async function callApi(method, path, body) {
   const options = { method, headers: { Accept: "application/json" } };
+  if (method !== "GET" && method !== "HEAD") {
+    options.headers["X-CSRF-Token"] = csrfToken();
+  }
   if (body !== undefined) {
     options.headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(body);

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -19,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from front.csrf import CSRF_COOKIE, CSRF_HEADER
 from registry.config import MeshConfig
 from registry.etcd_process import free_port
 
@@ -33,10 +35,19 @@ class FrontProcess:
     log_path: Path
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
+    # Certificate, key and CA files to serve HTTPS with; None serves HTTP.
+    tls: tuple[Path, Path, Path] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "http" if self.tls is None else "https"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def verify(self) -> ssl.SSLContext | bool:
+        """Return what httpx needs to trust this front's certificate."""
+        if self.tls is None:
+            return True
+        return ssl.create_default_context(cafile=self.tls[2])
 
     async def start(self, timeout: float = 30.0) -> None:
         self.port = self.port or free_port()
@@ -57,6 +68,8 @@ class FrontProcess:
             "--call-timeout",
             "3",
         ]
+        if self.tls is not None:
+            argv += ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 argv,
@@ -66,7 +79,9 @@ class FrontProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-        async with httpx.AsyncClient(base_url=self.url, timeout=2.0) as client:
+        async with httpx.AsyncClient(
+            base_url=self.url, timeout=2.0, verify=self.verify()
+        ) as client:
             await self._wait_healthy(client, timeout)
 
     async def _wait_healthy(self, client: httpx.AsyncClient, timeout: float) -> None:
@@ -105,6 +120,18 @@ class FrontProcess:
             return ""
         text = self.log_path.read_text(errors="replace")
         return "\n".join(text.splitlines()[-lines:])
+
+
+async def prime_csrf(client: httpx.AsyncClient) -> str:
+    """Get a CSRF token as a browser does, and send it on every request.
+
+    The front sets the `csrf` cookie on a response to any client without
+    one, and wants its value back in X-CSRF-Token on POST, PUT and DELETE.
+    """
+    response = await client.get("/healthz")
+    token = response.cookies.get(CSRF_COOKIE) or client.cookies[CSRF_COOKIE]
+    client.headers[CSRF_HEADER] = token
+    return token
 
 
 async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, Any]]:

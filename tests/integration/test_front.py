@@ -12,6 +12,7 @@ from tests.integration.front_server import (
     FrontProcess,
     next_matching,
     poll_until,
+    prime_csrf,
     sse_events,
 )
 from tests.integration.service_process import ServiceProcesses
@@ -41,6 +42,7 @@ async def front(mesh_config, tmp_path):
 @pytest.fixture
 async def client(front):
     async with httpx.AsyncClient(base_url=front.url, timeout=10.0) as http:
+        await prime_csrf(http)
         yield http
 
 

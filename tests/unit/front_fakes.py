@@ -284,5 +284,8 @@ def fake_config() -> MeshConfig:
     )
 
 
-def app_with(mesh: FakeMesh, *, call_timeout: float = 2.0) -> Any:
-    return create_app(mesh.config, mesh=cast("Mesh", mesh), call_timeout=call_timeout)
+def app_with(mesh: FakeMesh, *, call_timeout: float = 2.0, **options: Any) -> Any:
+    """Build the front on mesh; options go to create_app (security, clock)."""
+    return create_app(
+        mesh.config, mesh=cast("Mesh", mesh), call_timeout=call_timeout, **options
+    )

@@ -7,6 +7,7 @@ import re
 import httpx
 import pytest
 
+from tests.integration.front_server import prime_csrf
 from tests.unit.front_fakes import (
     COUNTER,
     USER,
@@ -42,6 +43,7 @@ async def client(mesh):
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url="http://front.test") as http,
     ):
+        await prime_csrf(http)
         yield http
 
 

@@ -14,6 +14,11 @@ from front.__main__ import main
         (["--call-timeout", "0"], "invalid --call-timeout 0.0"),
         (["--namespace", "no slash"], "MESH_NAMESPACE: invalid namespace"),
         (["--etcd-endpoints", "ftp://x:1"], "MESH_ETCD_ENDPOINTS: unsupported scheme"),
+        (["--tls-cert", "c.pem"], "--tls-cert and --tls-key go together"),
+        (
+            ["--tls-cert", "/no/c.pem", "--tls-key", "/no/k.pem"],
+            "invalid --tls-cert '/no/c.pem': no such file",
+        ),
     ],
 )
 def test_bad_setting_exits_2(capsys, argv, expected):
@@ -22,4 +27,18 @@ def test_bad_setting_exits_2(capsys, argv, expected):
     err = capsys.readouterr().err
     assert status == 2
     assert err.startswith(f"front: {expected}")
+    assert err.count("\n") == 1
+
+
+def test_unreadable_tls_pair_exits_2(capsys, tmp_path):
+    cert = tmp_path / "front.crt"
+    key = tmp_path / "front.key"
+    cert.write_text("not a certificate\n")
+    key.write_text("not a key\n")
+
+    status = main(["--tls-cert", str(cert), "--tls-key", str(key)])
+
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.startswith(f"front: invalid --tls-cert '{cert}' or --tls-key '{key}'")
     assert err.count("\n") == 1
