@@ -25,6 +25,11 @@ class Backoff:
         state: Any = _AttemptState(self._attempt)
         return float(self._wait(state))
 
+    def delay_for(self, attempt: int) -> float:
+        """Return the delay before retry number attempt (from 1), statelessly."""
+        state: Any = _AttemptState(attempt)
+        return float(self._wait(state))
+
     def reset(self) -> None:
         self._attempt = 0
 

@@ -33,6 +33,9 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.max_reconnect_backoff_ms", 2_000),
 )
 
+# (address, options) -> channel to that address.
+ChannelFactory = Callable[[str, tuple[tuple[str, int], ...]], grpc.aio.Channel]
+
 # Latency samples lose half their weight in this many seconds.
 EWMA_HALF_LIFE = 5.0
 # A new endpoint starts at this latency, so it is tried but not flooded.
@@ -53,10 +56,14 @@ class EndpointStats:
 
 @dataclass(eq=False)
 class EndpointState:
-    """One endpoint with its own gRPC channel, counters and ejection state."""
+    """One endpoint with its own gRPC channel, counters and ejection state.
+
+    The channel is opened on the first call to the endpoint (`open_channel`),
+    so a client that discovers many endpoints pays only for those it uses.
+    """
 
     endpoint: Endpoint
-    channel: grpc.aio.Channel
+    channel: grpc.aio.Channel | None
     stats: EndpointStats
     multicallables: dict[tuple[str, str], object] = field(default_factory=dict)
     ejected_until: float = 0.0
@@ -64,11 +71,35 @@ class EndpointState:
     consecutive_ejections: int = 0
     probing: bool = False
     _ewma_time: float = field(default_factory=time.monotonic)
+    # Opens the channel instead of grpc.aio.insecure_channel, as for mTLS.
+    channel_factory: ChannelFactory | None = None
 
     @classmethod
-    def open(cls, endpoint: Endpoint) -> EndpointState:
-        channel = grpc.aio.insecure_channel(endpoint.address, options=CHANNEL_OPTIONS)
-        return cls(endpoint, channel, EndpointStats(endpoint.address))
+    def open(
+        cls, endpoint: Endpoint, channel_factory: ChannelFactory | None = None
+    ) -> EndpointState:
+        return cls(
+            endpoint,
+            None,
+            EndpointStats(endpoint.address),
+            channel_factory=channel_factory,
+        )
+
+    def open_channel(self) -> grpc.aio.Channel:
+        """Return the endpoint's channel, creating it on first use."""
+        if self.channel is not None:
+            return self.channel
+        if self.channel_factory is not None:
+            self.channel = self.channel_factory(self.endpoint.address, CHANNEL_OPTIONS)
+        else:
+            self.channel = grpc.aio.insecure_channel(
+                self.endpoint.address, options=CHANNEL_OPTIONS
+            )
+        return self.channel
+
+    async def close_channel(self, grace: float | None) -> None:
+        if self.channel is not None:
+            await self.channel.close(grace)
 
     @property
     def instance_id(self) -> str:

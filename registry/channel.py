@@ -3,8 +3,9 @@
     stub = CounterServiceStub(mesh.channel("mesh.counter.v1.CounterService"))
 
 The channel keeps one grpc.aio channel per endpoint that discovery reports,
-picks an endpoint for each call with its balancing policy, and closes the
-channel of an endpoint once discovery removes it.
+opened on the endpoint's first call, picks an endpoint for each call with its
+balancing policy, and closes the channel of an endpoint once discovery
+removes it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from registry.calls import (
     UnaryUnaryCall,
 )
 from registry.discovery import Resolver
+from registry.identity_guard import IdentityGuard
+from registry.mesh_tls import ChannelFactory
 from registry.model import Endpoint
 from registry.retry import RetryBudget, method_rules
 
@@ -70,6 +73,7 @@ class MeshChannel(grpc.aio.Channel):
         max_attempts: int = MAX_ATTEMPTS,
         budget: RetryBudget | None = None,
         ejector: Ejector | None = None,
+        channel_factory: ChannelFactory | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts: must be at least 1, got {max_attempts}")
@@ -86,6 +90,9 @@ class MeshChannel(grpc.aio.Channel):
         self._retired: dict[str, EndpointStats] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
+        # mTLS: endpoint channels check the service's identity (registry.mesh_tls).
+        self._channel_factory = channel_factory
+        self._guard = IdentityGuard(channel_factory) if channel_factory else None
         resolver.add_listener(self._sync)
         self._sync(resolver.snapshot())
 
@@ -110,8 +117,10 @@ class MeshChannel(grpc.aio.Channel):
         for instance_id, endpoint in snapshot.items():
             existing = self._states.get(instance_id)
             if existing is None:
-                self._states[instance_id] = EndpointState.open(endpoint)
-                logger.debug("%s: opened channel to %s", self.service, endpoint.address)
+                self._states[instance_id] = EndpointState.open(
+                    endpoint, self._channel_factory
+                )
+                logger.debug("%s: added endpoint %s", self.service, endpoint.address)
             else:
                 existing.endpoint = endpoint
         self._order = [self._states[key] for key in sorted(self._states)]
@@ -120,17 +129,20 @@ class MeshChannel(grpc.aio.Channel):
     def _retire(self, instance_id: str) -> None:
         state = self._states.pop(instance_id)
         self._retired[instance_id] = state.stats
-        task = asyncio.get_running_loop().create_task(state.channel.close(CLOSE_GRACE))
+        task = asyncio.get_running_loop().create_task(state.close_channel(CLOSE_GRACE))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def _pick(
-        self, timeout: float | None, tried: set[EndpointState]
-    ) -> EndpointState:
-        if not self._resolver.ready:
-            wait = READY_TIMEOUT if timeout is None else min(timeout, READY_TIMEOUT)
-            with contextlib.suppress(TimeoutError):
-                await self._resolver.wait_ready(max(wait, 0.0))
+    def _ready(self) -> bool:
+        return self._resolver.ready
+
+    async def _wait_ready(self, timeout: float | None) -> None:
+        """Wait for discovery's first list, at most READY_TIMEOUT seconds."""
+        wait = READY_TIMEOUT if timeout is None else min(timeout, READY_TIMEOUT)
+        with contextlib.suppress(TimeoutError):
+            await self._resolver.wait_ready(max(wait, 0.0))
+
+    def _pick(self, tried: set[EndpointState]) -> EndpointState:
         if self._closed:
             raise _unavailable("the mesh channel is closed")
         if not self._order:
@@ -139,7 +151,15 @@ class MeshChannel(grpc.aio.Channel):
                 f"{self._resolver.namespace!r}; check that a replica is running "
                 "and registered (meshctl ls)"
             )
-        candidates = self.ejector.available(self._order)
+        order = self._guard.allowed(self._order) if self._guard else self._order
+        if not order:
+            raise _unavailable(
+                f"every endpoint of {self.service} presented another identity; "
+                "see the log for their addresses"
+            )
+        candidates = self.ejector.available(order)
+        if not tried:
+            return self._policy.pick(candidates)
         untried = [state for state in candidates if state not in tried]
         return self._policy.pick(untried or candidates)
 
@@ -147,6 +167,8 @@ class MeshChannel(grpc.aio.Channel):
         """Eject an endpoint that failed at the connection level."""
         if state.endpoint.instance_id not in self._states:
             return
+        if self._guard is not None:
+            self._guard.check_later(state)
         if not self.ejector.try_eject(state, self._order):
             return
         metrics.EJECTIONS.labels(self.service).inc()
@@ -163,7 +185,7 @@ class MeshChannel(grpc.aio.Channel):
 
     async def _probe_later(self, state: EndpointState) -> None:
         """Return an ejected endpoint once a health check passes."""
-        stub = health_pb2_grpc.HealthStub(state.channel)
+        stub = health_pb2_grpc.HealthStub(state.open_channel())
         while True:
             await asyncio.sleep(self.ejector.duration(state))
             # Discovery may have removed the endpoint during the sleep. Its
@@ -239,12 +261,14 @@ class MeshChannel(grpc.aio.Channel):
 
     async def close(self, grace: float | None = None) -> None:
         self._closed = True
+        if self._guard is not None:
+            await self._guard.close()
         for probe in self._probes:
             probe.cancel()
         states = list(self._states.values())
         self._states.clear()
         self._order = []
-        await asyncio.gather(*(state.channel.close(grace) for state in states))
+        await asyncio.gather(*(state.close_channel(grace) for state in states))
         await asyncio.gather(*self._closing, return_exceptions=True)
 
     def get_state(
@@ -329,6 +353,8 @@ class _MultiCallable:
             service=channel.service,
             method=self._method,
             rules=self._rules,
+            ready=channel._ready,  # noqa: SLF001
+            wait_ready=channel._wait_ready,  # noqa: SLF001
             pick=channel._pick,  # noqa: SLF001
             start=start,
             on_unavailable=channel._on_unavailable,  # noqa: SLF001
@@ -341,7 +367,7 @@ class _MultiCallable:
         key = (self._shape, self._method)
         real = state.multicallables.get(key)
         if real is None:
-            factory = getattr(state.channel, self._shape)
+            factory = getattr(state.open_channel(), self._shape)
             real = factory(self._method, self._serializer, self._deserializer, True)  # noqa: FBT003
             state.multicallables[key] = real
         return real

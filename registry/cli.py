@@ -7,6 +7,7 @@
     meshctl health [SERVICE]
     meshctl etcd [--port PORT] [--data-dir DIR]
     meshctl certs init [--dir DIR] [--force] [--days N] [--ca-days N]
+    meshctl auth init [--dir DIR]
 
 Exit status: 0 on success, also when Ctrl-C or SIGTERM stops `up`, `watch`
 or `etcd`. 1 when `health` finds an instance that is not serving, or when the
@@ -26,6 +27,7 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+from registry.cli_auth import add_auth_parser, run_auth
 from registry.cli_certs import add_certs_parser, options_from_args, run_certs
 from registry.cli_common import SERVICE_ALIASES, warn
 from registry.cli_etcd import run_etcd
@@ -156,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="maximum wait for every replica to register (default: 60)",
     )
+    up.add_argument(
+        "--secure",
+        action="store_true",
+        help="TLS and auth everywhere: certificates in .mesh/certs, etcd with "
+        "client certificates and auth, mTLS between services",
+    )
 
     scale = commands.add_parser(
         "scale",
@@ -203,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="data directory (default: .mesh/etcd)",
     )
     add_certs_parser(commands)
+    add_auth_parser(commands)
     return parser
 
 
@@ -222,8 +231,11 @@ def _command(args: argparse.Namespace) -> Coroutine[Any, Any, int]:  # noqa: PLR
             front_port=args.front_port,
             ready_timeout=args.ready_timeout,
             ingress_port=args.ingress_port,
+            secure=args.secure,
         )
         return run_up(config, options)
+    if args.command == "auth":
+        return run_auth(config, args.dir)
     if args.command == "scale":
         return run_scale(config, args.assignments)
     if args.command == "ls":

@@ -19,6 +19,7 @@ from registry.cli_common import (
     warn,
     watched_prefix,
 )
+from registry.mesh_tls import ChannelFactory, MeshTls
 
 if TYPE_CHECKING:
     from registry.config import MeshConfig
@@ -41,10 +42,16 @@ class HealthResult:
     detail: str = ""
 
 
-async def check_instance(endpoint: Endpoint, timeout: float) -> HealthResult:
-    """Call Health/Check for the instance's service on a plain channel."""
+async def check_instance(
+    endpoint: Endpoint, timeout: float, tls: MeshTls | None = None
+) -> HealthResult:
+    """Call Health/Check for the instance's service, over mTLS when tls is set."""
     request = health_pb2.HealthCheckRequest(service=endpoint.service)
-    async with grpc.aio.insecure_channel(endpoint.address) as channel:
+    if tls is None:
+        channel = grpc.aio.insecure_channel(endpoint.address)
+    else:
+        channel = ChannelFactory(tls, endpoint.service)(endpoint.address, ())
+    async with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             response = await stub.Check(request, timeout=timeout)
@@ -68,7 +75,7 @@ async def run_health(config: MeshConfig, service: str | None) -> int:
         return 1
     results = await asyncio.gather(
         *(
-            check_instance(endpoint, CHECK_TIMEOUT)
+            check_instance(endpoint, CHECK_TIMEOUT, config.tls)
             for endpoint in sort_endpoints(endpoints)
         )
     )

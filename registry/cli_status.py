@@ -205,7 +205,9 @@ class StatusView:
         return table
 
 
-def grpcurl_command(endpoints: Mapping[str, Endpoint]) -> str | None:
+def grpcurl_command(
+    endpoints: Mapping[str, Endpoint], flags: str = "-plaintext"
+) -> str | None:
     """Return a grpcurl call of Increment on one counter instance, if any."""
     counters = [
         e for e in sort_endpoints(dict(endpoints)) if e.service == COUNTER_SERVICE
@@ -213,7 +215,7 @@ def grpcurl_command(endpoints: Mapping[str, Endpoint]) -> str | None:
     if not counters:
         return None
     return (
-        f'{grpcurl_program()} -plaintext -d \'{{"name":"demo","delta":1}}\' '
+        f'{grpcurl_program()} {flags} -d \'{{"name":"demo","delta":1}}\' '
         f"{counters[0].address} {COUNTER_SERVICE}/Increment"
     )
 
@@ -242,8 +244,15 @@ def ready_message(
     fresh: Mapping[str, Endpoint],
     logs: Path,
     ingress_port: int | None = None,
+    *,
+    flags: str = "-plaintext",
+    instance_flags: str | None = None,
 ) -> str:
-    """Return the lines printed once the mesh is up."""
+    """Return the lines printed once the mesh is up.
+
+    flags are grpcurl's TLS flags for the ingress, and instance_flags those
+    for a counter instance (default: flags).
+    """
     base = f"http://127.0.0.1:{front_port}"
     lines = [
         "mesh is up:",
@@ -256,13 +265,13 @@ def ready_message(
         ingress = f"127.0.0.1:{ingress_port}"
         lines += [
             f"call any service through the ingress at {ingress}:",
-            f"  {grpcurl_program()} -plaintext {ingress} list",
+            f"  {grpcurl_program()} {flags} {ingress} list",
             (
-                f'  {grpcurl_program()} -plaintext -d \'{{"name":"demo","delta":1}}\' '
+                f'  {grpcurl_program()} {flags} -d \'{{"name":"demo","delta":1}}\' '
                 f"{ingress} {COUNTER_SERVICE}/Increment"
             ),
         ]
-    command = grpcurl_command(fresh)
+    command = grpcurl_command(fresh, instance_flags or flags)
     if command:
         lines += ["call one counter instance directly:", f"  {command}"]
     return "\n".join(lines)

@@ -37,6 +37,7 @@ from registry.cli_etcd import (
     is_local_host,
     state_dir,
 )
+from registry.cli_secure import SecureFiles
 from registry.cli_status import StatusView, display_path, ready_message
 from registry.errors import MeshError
 from registry.etcd_process import port_is_open
@@ -64,6 +65,8 @@ class UpOptions:
     front_port: int = 8080
     ready_timeout: float = 60.0
     ingress_port: int = 50051
+    # TLS and auth everywhere (registry.cli_secure).
+    secure: bool = False
 
 
 def ensure_port_free(
@@ -105,25 +108,41 @@ def child_environment(config: MeshConfig) -> dict[str, str]:
     return env
 
 
-def replica_specs(config: MeshConfig, logs: Path) -> SpecFactory:
+def replica_specs(
+    config: MeshConfig, logs: Path, secure: SecureFiles | None = None
+) -> SpecFactory:
     """Return a function that builds the spec of replica number n of a group."""
-    env = child_environment(config)
 
     def make(group: ReplicaGroup, index: int) -> ChildSpec:
         name = f"{group.child_prefix}-{index}"
         argv = (sys.executable, "-m", group.name)
+        env = _identity_environment(config, secure, group.name)
         return ChildSpec(name, argv, env, logs / f"{name}.log", group=group.name)
 
     return make
 
 
-def child_specs(options: UpOptions, config: MeshConfig, logs: Path) -> list[ChildSpec]:
-    replica = replica_specs(config, logs)
+def _identity_environment(
+    config: MeshConfig, secure: SecureFiles | None, program: str
+) -> dict[str, str]:
+    env = child_environment(config)
+    if secure is not None:
+        env.update(secure.child_environment(program))
+    return env
+
+
+def child_specs(
+    options: UpOptions,
+    config: MeshConfig,
+    logs: Path,
+    secure: SecureFiles | None = None,
+) -> list[ChildSpec]:
+    replica = replica_specs(config, logs, secure)
     counter, user = GROUPS["counter_svc"], GROUPS["user_svc"]
     specs = [replica(counter, n) for n in range(1, options.counters + 1)]
     specs += [replica(user, n) for n in range(1, options.users + 1)]
     argv = (sys.executable, "-m", "front", "--port", str(options.front_port))
-    env = child_environment(config)
+    env = _identity_environment(config, secure, "front")
     specs.append(ChildSpec("front", argv, env, logs / "front.log"))
     # The ingress gives grpcurl one stable address however the mesh scales.
     ingress = (
@@ -133,6 +152,7 @@ def child_specs(options: UpOptions, config: MeshConfig, logs: Path) -> list[Chil
         "--port",
         str(options.ingress_port),
     )
+    env = _identity_environment(config, secure, "ingress")
     specs.append(ChildSpec("ingress", ingress, env, logs / "ingress.log"))
     return specs
 
@@ -197,6 +217,9 @@ class LocalMesh:
         self.state = state
         self.logs = state / "logs"
         self.console = Console()
+        self.secure = SecureFiles(state) if options.secure else None
+        if self.secure is not None:
+            self.config = self.secure.admin_config(config)
 
     def say(self, message: str) -> None:
         # Soft wrap leaves long lines, such as the grpcurl command, unbroken
@@ -210,8 +233,10 @@ class LocalMesh:
     async def run(self, stop: asyncio.Event) -> int:
         """Run the mesh until stop is set and return the exit status."""
         etcd: EtcdProcess | None = None
+        if self.secure is not None and self.secure.ensure_certs():
+            self.say(f"created certificates in {display_path(self.secure.certs)}")
         if not etcd_answers(self.config):
-            etcd = embedded_etcd_for(self.config, self.state)
+            etcd = self._embedded_etcd()
             self.say(
                 f"starting an embedded etcd at {etcd.client_url} "
                 f"(data in {display_path(etcd.data_dir)}, "
@@ -221,6 +246,11 @@ class LocalMesh:
         try:
             if stop.is_set():
                 return 0
+            if self.secure is not None:
+                await self.secure.init_auth(self.config)
+                self.say(
+                    f"etcd auth is on; passwords in {display_path(self.secure.auth)}"
+                )
             async with open_etcd(self.config) as client:
                 return await self._run_children(client, stop)
         finally:
@@ -228,20 +258,44 @@ class LocalMesh:
                 await asyncio.to_thread(etcd.stop)
                 self.say("embedded etcd stopped")
 
+    def _embedded_etcd(self) -> EtcdProcess:
+        if self.secure is not None:
+            return self.secure.etcd_process(self.config)
+        return embedded_etcd_for(self.config, self.state)
+
+    def _ready_message(self, fresh: Mapping[str, Endpoint]) -> str:
+        options = self.options
+        if self.secure is None:
+            return ready_message(
+                options.front_port, fresh, self.logs, options.ingress_port
+            )
+        return ready_message(
+            options.front_port,
+            fresh,
+            self.logs,
+            options.ingress_port,
+            flags=self.secure.grpcurl_flags(),
+            instance_flags=self.secure.grpcurl_flags(COUNTER_SERVICE),
+        )
+
     async def _run_children(self, client: EtcdClient, stop: asyncio.Event) -> int:
         config, options = self.config, self.options
         # Instances registered before the start do not count towards readiness.
         baseline, _ = await list_endpoints(client, config, config.services_prefix())
         cleaner = RegistrationCleaner(client, config, self.say)
         supervisor = Supervisor(
-            child_specs(options, config, self.logs),
+            child_specs(options, config, self.logs, self.secure),
             report=self.say,
             on_exit=cleaner.on_exit,
         )
         view = StatusView(client, config, supervisor, self.console)
         expected = {COUNTER_SERVICE: options.counters, USER_SERVICE: options.users}
         replicas = ReplicaController(
-            client, config, supervisor, replica_specs(config, self.logs), self.say
+            client,
+            config,
+            supervisor,
+            replica_specs(config, self.logs, self.secure),
+            self.say,
         )
         await replicas.claim(
             {"counter_svc": options.counters, "user_svc": options.users}
@@ -258,11 +312,7 @@ class LocalMesh:
             fresh = await until_stopped(ready, stop)
             if fresh is None:
                 return 0
-            self.say(
-                ready_message(
-                    options.front_port, fresh, self.logs, options.ingress_port
-                )
-            )
+            self.say(self._ready_message(fresh))
             await until_stopped(_show_and_scale(view, replicas), stop)
             return 0
         finally:

@@ -6,6 +6,11 @@
 | MESH_NAMESPACE        | /mesh                   | key prefix of this mesh in etcd  |
 | MESH_LEASE_TTL        | 10                      | registration lease TTL, seconds  |
 | MESH_ADVERTISE_HOST   | (detected)              | host that other processes dial   |
+
+TLS and login settings of the etcd connection (MESH_ETCD_CA, MESH_ETCD_CERT,
+MESH_ETCD_KEY, MESH_ETCD_USER, MESH_ETCD_PASSWORD_FILE) are listed in
+registry.etcd_security, and the mTLS files of the mesh (MESH_TLS_CERT,
+MESH_TLS_KEY, MESH_TLS_CA) in registry.mesh_tls.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from registry.errors import AdvertiseAddressError, ConfigError
+from registry.etcd_security import EtcdSecurity
+from registry.mesh_tls import MeshTls
 
 DEFAULT_ENDPOINTS = "http://127.0.0.1:2379"
 DEFAULT_NAMESPACE = "/mesh"
@@ -58,6 +65,8 @@ class MeshConfig:
     namespace: str = DEFAULT_NAMESPACE
     lease_ttl: int = DEFAULT_LEASE_TTL
     advertise_host: str | None = None
+    etcd_security: EtcdSecurity = field(default_factory=EtcdSecurity)
+    tls: MeshTls | None = None
 
     @classmethod
     def from_env(
@@ -68,6 +77,8 @@ class MeshConfig:
         namespace: str | None = None,
         lease_ttl: int | str | None = None,
         advertise_host: str | None = None,
+        etcd_security: EtcdSecurity | None = None,
+        tls: MeshTls | None = None,
     ) -> MeshConfig:
         """Build the configuration from MESH_* variables; arguments win."""
         env = os.environ if environ is None else environ
@@ -76,13 +87,20 @@ class MeshConfig:
         )
         raw_ttl = lease_ttl if lease_ttl is not None else env.get("MESH_LEASE_TTL")
         host = advertise_host or env.get("MESH_ADVERTISE_HOST") or None
+        endpoints = parse_endpoints(raw_endpoints)
+        if etcd_security is None:
+            etcd_security = EtcdSecurity.from_env(env, endpoints)
+        else:
+            etcd_security.check(endpoints)
         return cls(
-            etcd_endpoints=parse_endpoints(raw_endpoints),
+            etcd_endpoints=endpoints,
             namespace=parse_namespace(
                 namespace or env.get("MESH_NAMESPACE") or DEFAULT_NAMESPACE
             ),
             lease_ttl=parse_lease_ttl(raw_ttl),
             advertise_host=validate_advertise_host(host) if host else None,
+            etcd_security=etcd_security,
+            tls=tls if tls is not None else MeshTls.from_env(env),
         )
 
     @property

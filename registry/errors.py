@@ -5,7 +5,8 @@ MeshError
 │   └── AdvertiseAddressError   address that other hosts cannot dial
 ├── EtcdUnavailableError   no etcd endpoint answered
 ├── EtcdRequestError       etcd answered with an error
-│   └── RevisionCompactedError  a watch asked for a compacted revision
+│   ├── RevisionCompactedError  a watch asked for a compacted revision
+│   └── EtcdPermissionError     etcd auth denied the request or the login
 ├── NoEndpointError        a service has no live endpoint
 └── UnsupportedRuleError   a contract declares a field rule that
                            registry.validation cannot check
@@ -41,6 +42,10 @@ class EtcdUnavailableError(MeshError):
 
 class EtcdRequestError(MeshError):
     """etcd rejected a request."""
+
+
+class EtcdPermissionError(EtcdRequestError):
+    """etcd's auth rejected the request: no right on the key, or a bad login."""
 
 
 class RevisionCompactedError(EtcdRequestError):

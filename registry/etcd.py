@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypeVar
 
 import etcd3aio
 import grpc
@@ -26,10 +27,12 @@ from etcd3aio import (
 from registry.config import MeshConfig, resolve_host
 from registry.errors import (
     ConfigError,
+    EtcdPermissionError,
     EtcdRequestError,
     EtcdUnavailableError,
     RevisionCompactedError,
 )
+from registry.etcd_login import EtcdLogin
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +45,8 @@ _RECONNECT_OPTIONS = [
 # Opaque transaction parts, built with the compare_* and op_* helpers below.
 Compare = Any
 Operation = Any
+T = TypeVar("T")
+Metadata = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,12 +134,20 @@ class EtcdClient:
     def __init__(self, config: MeshConfig, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.config = config
         self.timeout = timeout
+        security = config.etcd_security
+        tls = security.tls_material()
+        tls_args = {} if tls is None else tls._asdict()
         self._client = Etcd3Client(
             _client_endpoints(config),
             rpc_max_attempts=2,
             watch_reconnect_backoff_seconds=0.2,
             watch_max_reconnect_backoff_seconds=2.0,
+            # gRPC checks etcd's certificate against this name, whatever the
+            # address: with several endpoints there is no single host to use.
+            tls_server_name=security.server_name or config.etcd_endpoints[0].host,
+            **tls_args,
         )
+        self._login = EtcdLogin(security, self._authenticate, self._client.set_token)
         # NOTE: etcd3aio 0.3.0 has no parameter for channel options, so they are
         # added to its connection manager before the channel opens. Without a
         # cap, gRPC backs off up to 120 s between reconnects after an outage.
@@ -146,6 +159,12 @@ class EtcdClient:
         if not self._connected:
             await self._client.connect()
             self._connected = True
+            if self._login.enabled:
+                try:
+                    await self._login.authenticate()
+                except BaseException:
+                    await self.close()
+                    raise
 
     async def close(self) -> None:
         if self._connected:
@@ -168,8 +187,9 @@ class EtcdClient:
 
     async def get(self, key: str) -> KeyValue | None:
         """Return one key, or None when it does not exist."""
-        async with self._errors("get", key):
-            response = await self._kv.get(key, timeout=self.timeout)
+        response = await self._request(
+            "get", key, lambda: self._kv.get(key, timeout=self.timeout)
+        )
         return _to_key_value(response.kvs[0]) if response.kvs else None
 
     async def get_prefix(
@@ -184,8 +204,10 @@ class EtcdClient:
 
         `start_key` begins the range at a key inside the prefix, for paging.
         """
-        async with self._errors("list", prefix):
-            response = await self._kv.get(
+        response = await self._request(
+            "list",
+            prefix,
+            lambda: self._kv.get(
                 start_key or prefix,
                 range_end=prefix_range_end(prefix),
                 limit=limit,
@@ -193,27 +215,35 @@ class EtcdClient:
                 sort_order=etcd3aio.SortOrder.ASCEND,
                 sort_target=etcd3aio.SortTarget.KEY,
                 timeout=self.timeout,
-            )
+            ),
+        )
         return [_to_key_value(kv) for kv in response.kvs], response.header.revision
 
     async def put(self, key: str, value: bytes | str, *, lease: int = 0) -> int:
         """Write a key and return the new store revision."""
-        async with self._errors("put", key):
-            response = await self._kv.put(key, value, lease=lease, timeout=self.timeout)
+        response = await self._request(
+            "put",
+            key,
+            lambda: self._kv.put(key, value, lease=lease, timeout=self.timeout),
+        )
         return int(response.header.revision)
 
     async def delete(self, key: str) -> int:
         """Delete one key and return how many keys were deleted (0 or 1)."""
-        async with self._errors("delete", key):
-            response = await self._kv.delete(key, timeout=self.timeout)
+        response = await self._request(
+            "delete", key, lambda: self._kv.delete(key, timeout=self.timeout)
+        )
         return int(response.deleted)
 
     async def delete_prefix(self, prefix: str) -> int:
         """Delete every key under prefix and return how many were deleted."""
-        async with self._errors("delete", prefix):
-            response = await self._kv.delete(
+        response = await self._request(
+            "delete",
+            prefix,
+            lambda: self._kv.delete(
                 prefix, range_end=prefix_range_end(prefix), timeout=self.timeout
-            )
+            ),
+        )
         return int(response.deleted)
 
     async def txn(
@@ -225,10 +255,11 @@ class EtcdClient:
         """Run an atomic transaction built from compare_* and op_* parts."""
         if not compare and not failure and _only_plain_reads(success):
             return await self._read_at_one_revision(success)
-        async with self._errors("transaction", ""):
-            response = await self._kv.txn(
-                compare, success, failure, timeout=self.timeout
-            )
+        response = await self._request(
+            "transaction",
+            "",
+            lambda: self._kv.txn(compare, success, failure, timeout=self.timeout),
+        )
         ranges = tuple(
             tuple(_to_key_value(kv) for kv in op.response_range.kvs)
             for op in response.responses
@@ -250,42 +281,56 @@ class EtcdClient:
         """
         ranges: list[tuple[KeyValue, ...]] = []
         revision = 0
-        async with self._errors("transaction", ""):
-            for operation in reads:
-                request = operation.request_range
-                response = await self._kv.get(
-                    request.key,
-                    range_end=request.range_end or None,
-                    serializable=request.serializable,
-                    revision=revision,
-                    timeout=self.timeout,
-                )
-                revision = revision or int(response.header.revision)
-                ranges.append(tuple(_to_key_value(kv) for kv in response.kvs))
+        for operation in reads:
+            request = operation.request_range
+            read = functools.partial(
+                self._kv.get,
+                request.key,
+                range_end=request.range_end or None,
+                serializable=request.serializable,
+                revision=revision,
+                timeout=self.timeout,
+            )
+            response = await self._request("transaction", "", read)
+            revision = revision or int(response.header.revision)
+            ranges.append(tuple(_to_key_value(kv) for kv in response.kvs))
         return TxnResult(succeeded=True, revision=revision, ranges=tuple(ranges))
 
     async def compact(self, revision: int) -> None:
         """Compact history up to revision; for tests and maintenance."""
-        async with self._errors("compact", str(revision)):
-            await self._kv.compact(revision, physical=True, timeout=self.timeout)
+        await self._request(
+            "compact",
+            str(revision),
+            lambda: self._kv.compact(revision, physical=True, timeout=self.timeout),
+        )
 
     async def revision(self) -> int:
-        """Return the current store revision."""
-        _, revision = await self.get_prefix("\x00", limit=1)
+        """Return the current store revision.
+
+        It reads one key of the services prefix, which every etcd role of
+        the mesh may read, and returns the revision of that response.
+        """
+        _, revision = await self.get_prefix(self.config.services_prefix(), limit=1)
         return revision
 
     # --- leases --------------------------------------------------------------
 
     async def grant_lease(self, ttl: int) -> tuple[int, int]:
         """Grant a lease and return its id and the TTL that etcd granted."""
-        async with self._errors("grant lease", str(ttl)):
-            response = await self._lease.grant(ttl, timeout=self.timeout)
+        response = await self._request(
+            "grant lease",
+            str(ttl),
+            lambda: self._lease.grant(ttl, timeout=self.timeout),
+        )
         return int(response.ID), int(response.TTL)
 
     async def revoke_lease(self, lease_id: int) -> None:
         """Revoke a lease, which deletes every key attached to it."""
-        async with self._errors("revoke lease", f"{lease_id:x}"):
-            await self._lease.revoke(lease_id, timeout=self.timeout)
+        await self._request(
+            "revoke lease",
+            f"{lease_id:x}",
+            lambda: self._lease.revoke(lease_id, timeout=self.timeout),
+        )
 
     async def refresh_lease(self, lease_id: int, *, timeout: float) -> int:
         """Send one keepalive and return the TTL left; 0 means the lease is gone.
@@ -293,21 +338,30 @@ class EtcdClient:
         Each refresh opens a short stream with its own deadline, so one stuck
         refresh cannot hold up the next.
         """
-        assert self._client.lease is not None
-        stream = self._client.lease.keep_alive(lease_id)
+        return await self._request(
+            "refresh lease",
+            f"{lease_id:x}",
+            lambda: self._keep_alive_once(lease_id, timeout),
+            timeout,
+        )
+
+    async def _keep_alive_once(self, lease_id: int, timeout: float) -> int:
+        stream = self._lease.keep_alive(lease_id)
         try:
-            async with self._errors("refresh lease", f"{lease_id:x}", timeout):
-                async with asyncio.timeout(timeout):
-                    async for response in stream:
-                        return max(0, int(response.TTL))
+            async with asyncio.timeout(timeout):
+                async for response in stream:
+                    return max(0, int(response.TTL))
         finally:
             stream.cancel()
         return 0
 
     async def lease_time_left(self, lease_id: int) -> int:
         """Return the seconds left on a lease, or -1 when it has expired."""
-        async with self._errors("lease time-to-live", f"{lease_id:x}"):
-            response = await self._lease.time_to_live(lease_id, timeout=self.timeout)
+        response = await self._request(
+            "lease time-to-live",
+            f"{lease_id:x}",
+            lambda: self._lease.time_to_live(lease_id, timeout=self.timeout),
+        )
         return int(response.TTL)
 
     # --- watch ---------------------------------------------------------------
@@ -323,7 +377,132 @@ class EtcdClient:
             start_revision=start_revision,
             endpoints=self.config.endpoint_urls,
             metadata=self._client.watch._metadata,  # noqa: SLF001
+            renew_token=self._renewer(self._login.generation),
         )
+
+    # --- auth ----------------------------------------------------------------
+
+    @property
+    def logins(self) -> int:
+        """How many times this client has logged in to etcd."""
+        return self._login.logins
+
+    async def _authenticate(self, user: str, password: str) -> str:
+        """Log in as user and return the token; the password is never shown."""
+        auth = self._client.auth
+        if auth is None:
+            raise EtcdRequestError("etcd client is not open; call open() first")
+        try:
+            async with self._errors("login", user):
+                response = await auth.authenticate(user, password, timeout=self.timeout)
+        except EtcdRequestError as exc:
+            # etcd 3.5 answers a wrong user or password with INVALID_ARGUMENT.
+            if not isinstance(exc, EtcdPermissionError) and (
+                "authentication failed" not in str(exc)
+            ):
+                raise
+            msg = (
+                f"etcd rejected the login of user {user!r}; check MESH_ETCD_USER "
+                "and MESH_ETCD_PASSWORD_FILE (meshctl auth init writes them)"
+            )
+            raise EtcdPermissionError(msg) from exc
+        return str(response.token)
+
+    @property
+    def _auth(self) -> Any:
+        if self._client.auth is None:
+            raise EtcdRequestError("etcd client is not open; call open() first")
+        return self._client.auth
+
+    async def auth_enabled(self) -> bool:
+        response = await self._request(
+            "auth status", "", lambda: self._auth.auth_status(timeout=self.timeout)
+        )
+        return bool(response.enabled)
+
+    async def enable_auth(self) -> None:
+        """Turn etcd auth on; etcd requires a user named root first."""
+        await self._request(
+            "auth enable", "", lambda: self._auth.auth_enable(timeout=self.timeout)
+        )
+
+    async def set_user(self, name: str, password: str) -> None:
+        """Create user name, or set its password if it exists."""
+        try:
+            await self._request(
+                "add user",
+                name,
+                lambda: self._auth.user_add(name, password, timeout=self.timeout),
+            )
+        except EtcdRequestError as exc:
+            if "already exists" not in str(exc):
+                raise
+            await self._request(
+                "change password",
+                name,
+                lambda: self._auth.user_change_password(
+                    name, password, timeout=self.timeout
+                ),
+            )
+
+    async def add_role(self, name: str) -> None:
+        """Create role name; an existing role is kept as it is."""
+        try:
+            await self._request(
+                "add role",
+                name,
+                lambda: self._auth.role_add(name, timeout=self.timeout),
+            )
+        except EtcdRequestError as exc:
+            if "already exists" not in str(exc):
+                raise
+
+    async def grant_prefix(
+        self, role: str, prefix: str, access: Literal["read", "write", "readwrite"]
+    ) -> None:
+        """Let role read, write or do both on every key under prefix."""
+        kind = etcd3aio.PermissionType[access.upper()]
+        await self._request(
+            "grant permission",
+            f"{role} {prefix}",
+            lambda: self._auth.role_grant_permission(
+                role,
+                prefix,
+                prefix_range_end(prefix),
+                perm_type=kind,
+                timeout=self.timeout,
+            ),
+        )
+
+    async def grant_role(self, user: str, role: str) -> None:
+        await self._request(
+            "grant role",
+            f"{user} {role}",
+            lambda: self._auth.user_grant_role(user, role, timeout=self.timeout),
+        )
+
+    def _renewer(self, generation: int) -> Callable[[], Awaitable[None]] | None:
+        if not self._login.enabled:
+            return None
+        return lambda: self._login.renew(generation)
+
+    async def _request(
+        self,
+        operation: str,
+        subject: str,
+        call: Callable[[], Awaitable[T]],
+        timeout: float | None = None,
+    ) -> T:
+        """Run one request; log in again and retry once if etcd rejects the token."""
+        generation = self._login.generation
+        async with self._errors(operation, subject, timeout):
+            try:
+                return await call()
+            except (etcd3aio.EtcdError, grpc.aio.AioRpcError) as exc:
+                if not (self._login.enabled and _token_rejected(exc)):
+                    raise
+            await self._login.renew(generation)
+            return await call()
 
     # --- internals -----------------------------------------------------------
 
@@ -363,7 +542,15 @@ class EtcdClient:
                     endpoints, f"{operation} failed: {exc.code().name}"
                 ) from exc
             msg = f"etcd rejected {operation} {subject!r}: {exc.code().name} {exc.details()}"
+            if exc.code() in _AUTH_CODES:
+                raise EtcdPermissionError(msg) from exc
             raise EtcdRequestError(msg) from exc
+        except (
+            etcd3aio.EtcdPermissionDeniedError,
+            etcd3aio.EtcdUnauthenticatedError,
+        ) as exc:
+            msg = f"etcd rejected {operation} {subject!r}: {exc}"
+            raise EtcdPermissionError(msg) from exc
         except etcd3aio.EtcdError as exc:
             msg = f"etcd rejected {operation} {subject!r}: {exc}"
             raise EtcdRequestError(msg) from exc
@@ -388,8 +575,10 @@ class PrefixWatch:
         start_revision: int,
         endpoints: tuple[str, ...],
         metadata: Any = (),
+        renew_token: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.prefix = prefix
+        self._renew_token = renew_token
         self._stub = stub
         self._start_revision = start_revision
         self._endpoints = endpoints
@@ -438,9 +627,7 @@ class PrefixWatch:
                 if response.compact_revision > 0:
                     raise RevisionCompactedError(int(response.compact_revision))
                 if response.canceled:
-                    reason = response.cancel_reason or "no reason given"
-                    msg = f"etcd cancelled the watch on {self.prefix!r}: {reason}"
-                    raise EtcdRequestError(msg)
+                    await self._raise_cancelled(response.cancel_reason)
                 yield WatchBatch(
                     revision=int(response.header.revision),
                     events=tuple(_to_event(event) for event in response.events),
@@ -466,6 +653,34 @@ class PrefixWatch:
             self._call.cancel()
         detail = f"etcd closed the watch on {self.prefix!r}"
         raise EtcdUnavailableError(self._endpoints, detail)
+
+    async def _raise_cancelled(self, reason: str) -> None:
+        """Raise the error for a watch that etcd cancelled.
+
+        etcd checks the token only when a watch is created, and reports an
+        expired one as "permission denied". With a login, the client logs in
+        again and raises EtcdUnavailableError, so that the caller resumes the
+        watch with the new token as after any broken stream.
+        """
+        detail = f"etcd cancelled the watch on {self.prefix!r}: {reason or 'no reason given'}"
+        if self._renew_token is not None and "permission denied" in reason:
+            await self._renew_token()
+            raise EtcdUnavailableError(self._endpoints, f"{detail}; logged in again")
+        raise EtcdRequestError(detail)
+
+
+_AUTH_CODES = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED}
+# etcd's messages for a token that it no longer accepts: an expired simple
+# token, and any token issued before the auth store last changed.
+_STALE_TOKEN_MESSAGES = ("invalid auth token", "revision of auth store is old")
+
+
+def _token_rejected(exc: BaseException) -> bool:
+    """True when etcd rejected a request for its auth token alone."""
+    return any(message in str(exc) for message in _STALE_TOKEN_MESSAGES) or (
+        isinstance(exc, grpc.aio.AioRpcError)
+        and any(message in (exc.details() or "") for message in _STALE_TOKEN_MESSAGES)
+    )
 
 
 def _only_plain_reads(operations: Sequence[Operation]) -> bool:

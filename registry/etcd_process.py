@@ -81,11 +81,13 @@ class EtcdProcess:
     name: str = "mesh-etcd"
     extra_args: tuple[str, ...] = ()
     log_path: Path | None = None
+    # "https" when extra_args carry etcd's --cert-file and --key-file.
+    client_scheme: str = "http"
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
     def client_url(self) -> str:
-        return f"http://{self.host}:{self.client_port}"
+        return f"{self.client_scheme}://{self.host}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:

@@ -32,6 +32,7 @@ from registry.ingress_directory import HealthReporter, ServiceDirectory
 from registry.ingress_proxy import ProxyHandler, Router
 from registry.ingress_reflection import ReflectionProxy
 from registry.mesh import Mesh
+from registry.mesh_tls import server_credentials
 from registry.serve import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class Ingress:
         # Added last: it takes every method the handlers above do not serve.
         self._server.add_generic_rpc_handlers([ProxyHandler(self.router, self.catalog)])
         try:
-            self.port = self._server.add_insecure_port(self.address)
+            self.port = self._bind()
         except RuntimeError as exc:
             msg = (
                 f"port: cannot listen on {self.address}, which is in use or not "
@@ -89,6 +90,14 @@ class Ingress:
         self._health_task = asyncio.create_task(
             self._reporter.run(), name="ingress-health"
         )
+
+    def _bind(self) -> int:
+        tls = self.mesh.config.tls
+        if tls is None:
+            return self._server.add_insecure_port(self.address)
+        # NOTE: any client with a mesh certificate may call through the
+        # ingress; the services authorize those calls as the ingress identity.
+        return self._server.add_secure_port(self.address, server_credentials(tls))
 
     async def stop(self, grace: float) -> None:
         """Report NOT_SERVING, give in-flight calls `grace` seconds, stop."""

@@ -119,7 +119,10 @@ class Router:
             # the ingress must keep a stream such as WatchCounter open for as
             # long as the client does, so its channels have none.
             channel = MeshChannel(
-                self._mesh.resolver(service), policy=self._policy, default_timeout=None
+                self._mesh.resolver(service),
+                policy=self._policy,
+                default_timeout=None,
+                channel_factory=self._mesh.channel_factory(service),
             )
             self._channels[service] = channel
         return channel

@@ -15,6 +15,7 @@ from registry.channel import MeshChannel
 from registry.config import MeshConfig
 from registry.discovery import Resolver
 from registry.etcd import EtcdClient
+from registry.mesh_tls import ChannelFactory
 
 
 class Mesh:
@@ -63,9 +64,18 @@ class Mesh:
         key = (service, policy)
         channel = self._channels.get(key)
         if channel is None:
-            channel = MeshChannel(self.resolver(service), policy=policy)
+            channel = MeshChannel(
+                self.resolver(service),
+                policy=policy,
+                channel_factory=self.channel_factory(service),
+            )
             self._channels[key] = channel
         return channel
+
+    def channel_factory(self, service: str) -> ChannelFactory | None:
+        """Return what opens mTLS channels to service, or None without TLS."""
+        tls = self.config.tls
+        return ChannelFactory(tls, service) if tls else None
 
     async def list_services(self) -> list[str]:
         """Return the names of services with at least one key in etcd."""

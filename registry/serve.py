@@ -6,6 +6,11 @@ starts a grpc.aio server with the given services plus `grpc.health.v1` and
 server reflection, and registers every service under one lease. `stop()`
 drains in this order: health goes to NOT_SERVING, the registration keys are
 deleted, in-flight calls get a grace period, then the server stops.
+
+With MESH_TLS_CERT, MESH_TLS_KEY and MESH_TLS_CA set (registry.mesh_tls), the
+server requires a client certificate from the mesh CA, reloads its own
+certificate when the files change, and authorizes each call by the caller's
+identity (registry.authz).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from registry.authz import AuthorizationInterceptor, Policy
 from registry.config import (
     MeshConfig,
     detect_advertise_host,
@@ -34,6 +40,7 @@ from registry.config import (
 from registry.errors import MeshError
 from registry.etcd import EtcdClient
 from registry.interceptors import InstanceTrailerInterceptor
+from registry.mesh_tls import server_credentials
 from registry.model import InstanceInfo
 from registry.reflection import reflection_pool
 from registry.registration import Registration
@@ -76,6 +83,7 @@ class MeshServer:
         weight: int = 100,
         grace: float = 5.0,
         drain_delay: float = 1.0,
+        policy: Policy | None = None,
     ) -> None:
         if not specs:
             raise ValueError("specs: serve at least one service")
@@ -91,9 +99,15 @@ class MeshServer:
         self._info = InstanceInfo(self.instance_id, version, zone, weight)
         self._grace = grace
         self._drain_delay = drain_delay
-        self._server = grpc.aio.server(
-            interceptors=[InstanceTrailerInterceptor(self.instance_id)]
-        )
+        interceptors: list[grpc.aio.ServerInterceptor] = [  # type: ignore[type-arg]
+            InstanceTrailerInterceptor(self.instance_id)
+        ]
+        self.policy: Policy | None = None
+        if config.tls is not None:
+            # Only mTLS gives the server a caller identity to authorize.
+            self.policy = policy or Policy.from_env(os.environ)
+            interceptors.insert(0, AuthorizationInterceptor(self.policy))
+        self._server = grpc.aio.server(interceptors=interceptors)
         self.registration: Registration | None = None
 
     @property
@@ -115,7 +129,7 @@ class MeshServer:
         )
         target = f"{self._bind_host}:{self.port}"
         try:
-            bound = self._server.add_insecure_port(target)
+            bound = self._bind(target)
         except RuntimeError as exc:  # grpcio 1.85 raises where older ones returned 0
             bound = 0
             logger.debug("binding %s failed: %s", target, exc)
@@ -136,6 +150,11 @@ class MeshServer:
             info=self._info,
         )
         await self.registration.start()
+
+    def _bind(self, target: str) -> int:
+        if self.config.tls is None:
+            return self._server.add_insecure_port(target)
+        return self._server.add_secure_port(target, server_credentials(self.config.tls))
 
     async def stop(self) -> None:
         """Drain: NOT_SERVING, deregister, let calls finish, stop.

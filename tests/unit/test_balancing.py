@@ -36,7 +36,7 @@ def state(name: str, in_flight: int = 0, latency: float = 0.01) -> EndpointState
         "svc", name, f"127.0.0.1:{1000 + len(name)}", InstanceInfo(name)
     )
     stats = EndpointStats(endpoint.address, in_flight=in_flight, latency_ewma=latency)
-    return EndpointState(endpoint, channel=None, stats=stats)  # type: ignore[arg-type]
+    return EndpointState(endpoint, channel=None, stats=stats)
 
 
 def test_round_robin_visits_each_in_turn():

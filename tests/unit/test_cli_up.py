@@ -20,7 +20,9 @@ from registry.supervisor import SupervisorError
 
 
 def config(endpoints: str = "http://127.0.0.1:2379", **kwargs) -> MeshConfig:
-    return MeshConfig.from_env({}, etcd_endpoints=endpoints, **kwargs)
+    # https:// needs the etcd CA; the file is never read here.
+    env = {"MESH_ETCD_CA": "ca.crt"} if endpoints.startswith("https://") else {}
+    return MeshConfig.from_env(env, etcd_endpoints=endpoints, **kwargs)
 
 
 def endpoint(service: str, instance_id: str, port: int) -> Endpoint:

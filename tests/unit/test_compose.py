@@ -136,11 +136,26 @@ def test_etcd_member_joins_static_cluster(member):
     assert env["ETCD_NAME"] == member
     assert cluster == {name: f"http://{name}:2380" for name in ETCD_MEMBERS}
     assert env["ETCD_INITIAL_ADVERTISE_PEER_URLS"] == f"http://{member}:2380"
-    assert env["ETCD_ADVERTISE_CLIENT_URLS"] == f"http://{member}:2379"
+    assert env["ETCD_ADVERTISE_CLIENT_URLS"] == f"https://{member}:2379"
     assert env["ETCD_INITIAL_CLUSTER_STATE"] == "new"
     assert env["ETCD_DATA_DIR"].startswith("/var/lib/etcd/")
-    assert SERVICES[member]["volumes"] == [f"{member}-data:/var/lib/etcd"]
+    assert SERVICES[member]["volumes"] == [
+        f"{member}-data:/var/lib/etcd",
+        "mesh-certs:/certs:ro",
+    ]
     assert f"{member}-data" in COMPOSE["volumes"]
+
+
+@pytest.mark.parametrize("member", ETCD_MEMBERS)
+def test_etcd_member_requires_client_certificates(member):
+    env = environment(member)
+
+    assert env["ETCD_LISTEN_CLIENT_URLS"].startswith("https://")
+    assert env["ETCD_CLIENT_CERT_AUTH"] == "true"
+    assert env["ETCD_TRUSTED_CA_FILE"] == "/certs/etcd/ca.crt"
+    assert SERVICES[member]["depends_on"] == {
+        "certs": {"condition": "service_completed_successfully"}
+    }
 
 
 @pytest.mark.parametrize("service", [*ETCD_MEMBERS, *MESH_SERVICES])
@@ -155,7 +170,37 @@ def test_every_service_has_healthcheck_and_restart(service):
 def test_mesh_service_waits_for_healthy_etcd(service):
     depends = SERVICES[service]["depends_on"]
 
-    assert depends == {name: {"condition": "service_healthy"} for name in ETCD_MEMBERS}
+    assert depends == {
+        **{name: {"condition": "service_healthy"} for name in ETCD_MEMBERS},
+        "auth-init": {"condition": "service_completed_successfully"},
+    }
+
+
+IDENTITIES = {
+    "counter_svc": "counter-svc",
+    "user_svc": "user-svc",
+    "front": "front",
+    "ingress": "ingress",
+}
+
+
+@pytest.mark.parametrize("service", MESH_SERVICES)
+def test_mesh_service_runs_secure_as_its_identity(service):
+    env = environment(service)
+    config = MeshConfig.from_env(env)
+    identity = IDENTITIES[service]
+    security = config.etcd_security
+
+    assert all(endpoint.secure for endpoint in config.etcd_endpoints)
+    assert security.user == identity
+    assert str(security.password_file) == f"/auth/{identity}.password"
+    assert str(security.cert) == f"/certs/etcd/{identity}.crt"
+    assert config.tls is not None
+    assert str(config.tls.cert) == f"/certs/{identity}.crt"
+    assert SERVICES[service]["volumes"] == [
+        "mesh-certs:/certs:ro",
+        "mesh-auth:/auth:ro",
+    ]
 
 
 @pytest.mark.parametrize("service", MESH_SERVICES)
