@@ -24,7 +24,7 @@ from typing import Literal
 from registry import metrics
 from registry.backoff import Backoff
 from registry.config import MeshConfig
-from registry.errors import MeshError, RevisionCompactedError
+from registry.errors import EtcdRequestError, MeshError, RevisionCompactedError
 from registry.etcd import EtcdClient, KeyValue, PrefixWatch, WatchBatch
 from registry.model import Endpoint, RecordError, decode_record
 
@@ -56,6 +56,7 @@ class ResolverStats:
     skipped_values: int = 0
     silent_watches: int = 0
     resets: int = 0
+    cache_mismatches: int = 0
     revision: int = 0
 
 
@@ -110,6 +111,7 @@ class Resolver:
         self._lease_ttl = config.lease_ttl
         self._backoff = Backoff(initial=0.5, maximum=5.0)
         self._must_list = True
+        self._verify_after_resume = False
         self._hold_missing = False
         self._silent = False
         self._last_response = 0.0
@@ -189,6 +191,7 @@ class Resolver:
                 await self._pause(str(exc))
             except MeshError as exc:
                 self.stats.watch_restarts += 1
+                self._verify_after_resume = True
                 await self._pause(str(exc))
 
     async def _pause(self, reason: str) -> None:
@@ -276,6 +279,9 @@ class Resolver:
             async for batch in watch:
                 self._last_response = asyncio.get_running_loop().time()
                 await self._apply(batch)
+                if self._verify_after_resume and not self._must_list:
+                    self._verify_after_resume = False
+                    await self._verify_cache()
                 if self._must_list:
                     return
         finally:
@@ -285,6 +291,46 @@ class Resolver:
             self._must_list = True
             msg = f"watch on {self.prefix} went silent"
             raise _SilentWatchError(msg)
+
+    async def _verify_cache(self) -> None:
+        """List once after a resumed watch and list again on any difference.
+
+        etcd restarted with an empty data directory can reach a revision
+        above the one the watch resumes from before the watch reconnects. The
+        revision then never goes back, and the resumed watch cannot report
+        the keys that vanished. Reading the prefix at the revision that the
+        cache reflects returns exactly the cache on the same store, and other
+        keys on a store that was reset.
+        """
+        try:
+            kvs, _ = await self._etcd.get_prefix(
+                self.prefix, revision=self.stats.revision
+            )
+        except EtcdRequestError as exc:
+            # Most likely the revision was compacted: list from scratch.
+            if "compacted" in str(exc):
+                self.stats.compactions += 1
+            self._must_list = True
+            return
+        stored = {kv.key for kv in kvs if self._decodes(kv)}
+        if stored != set(self._by_key):
+            self.stats.cache_mismatches += 1
+            logger.warning(
+                "discovery of %s: the cache differs from etcd after a resumed "
+                "watch; listing again",
+                self.service,
+            )
+            self._must_list = True
+
+    def _decodes(self, kv: KeyValue) -> bool:
+        suffix = kv.key[len(self.prefix) :]
+        if not suffix or "/" in suffix:
+            return False
+        try:
+            decode_record(self.service, kv.key, kv.value)
+        except RecordError:
+            return False
+        return True
 
     async def _watchdog(self, watch: PrefixWatch) -> None:
         """Cancel a watch that stops answering progress requests."""
@@ -310,6 +356,10 @@ class Resolver:
             )
             raise _StoreResetError(msg)
         self._backoff.reset()
+        if batch.created:
+            # The created reply's revision is the store's, not the watch's
+            # position: events between the two may still follow.
+            return
         events: list[DiscoveryEvent] = []
         for event in batch.events:
             key = event.kv.key

@@ -73,12 +73,15 @@ class WatchEvent:
 class WatchBatch:
     """Events that etcd sent in one watch response, with its revision.
 
-    A batch with no events is the stream's "created" reply or a progress
-    notification: nothing under the prefix changed up to `revision`.
+    A batch with no events is a progress notification: nothing under the
+    prefix changed up to `revision`. The stream's first reply is `created`:
+    its revision is the store's current one, and events from before it may
+    still follow.
     """
 
     revision: int
     events: tuple[WatchEvent, ...]
+    created: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -631,6 +634,7 @@ class PrefixWatch:
                 yield WatchBatch(
                     revision=int(response.header.revision),
                     events=tuple(_to_event(event) for event in response.events),
+                    created=bool(response.created),
                 )
         except asyncio.CancelledError:
             # grpc.aio raises CancelledError in the reader of a call that was

@@ -294,3 +294,40 @@ async def test_reset_etcd_holds_endpoints_until_they_return(
         await resolver.wait_for(has("a"), timeout=30)
         assert 0 not in seen
         await resolver.close()
+
+
+async def test_reset_past_old_revision_is_caught_after_resume(
+    etcd_server: EtcdProcess, mesh_config, tmp_path
+):
+    proxy = TcpProxy("127.0.0.1", etcd_server.client_port)
+    await proxy.start()
+    proxied = dataclasses.replace(
+        mesh_config,
+        etcd_endpoints=MeshConfig.from_env({}, etcd_endpoints=proxy.url).etcd_endpoints,
+    )
+    prefix = mesh_config.service_prefix(SERVICE)
+    async with EtcdClient(proxied) as watched:
+        await watched.put(
+            prefix + "old", encode_record("127.0.0.1:5", InstanceInfo("old"))
+        )
+        resolver = Resolver(watched, proxied, SERVICE)
+        resolver.start()
+        await resolver.wait_for(has("old"), timeout=5)
+
+        proxy.cut()
+        etcd_server.kill()
+        etcd_server.data_dir = tmp_path / "empty-data"
+        etcd_server.start()
+        async with EtcdClient(mesh_config) as writer:
+            for step in range(20):
+                await put_when_reachable(writer, "/filler", str(step).encode())
+            await writer.put(
+                prefix + "new", encode_record("127.0.0.1:6", InstanceInfo("new"))
+            )
+        proxy.heal()
+
+        await resolver.wait_for(has("new"), timeout=20)
+
+        assert resolver.stats.cache_mismatches >= 1
+        await resolver.close()
+    await proxy.stop()
