@@ -18,9 +18,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/meshctl up
 
-## test: lint, type-check, check the contracts and run the whole test suite
+## test: lint, type-check, check the contracts and run the whole test suite.
+## Most integration tests wait on etcd leases and processes rather than the
+## CPU, so three pytest workers (one test file each) fit on 2 cores.
 test: $(STAMP) browser interop-deps check contracts
-	$(BIN)/python -m pytest -q -m "not contracts"
+	$(BIN)/python -m pytest -q -m "not contracts" -n 3 --dist loadfile
 
 ## check: formatting, lint and strict type checks
 check: $(STAMP)

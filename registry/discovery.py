@@ -307,14 +307,19 @@ class Resolver:
                 self.prefix, revision=self.stats.revision
             )
         except EtcdRequestError as exc:
-            # Most likely the revision was compacted: list from scratch.
+            # A compacted revision needs a plain list. Any other error here
+            # (such as a future revision) means the store was reset.
             if "compacted" in str(exc):
-                self.stats.compactions += 1
+                raise RevisionCompactedError(self.stats.revision) from exc
+            self._hold_missing = True
             self._must_list = True
             return
         stored = {kv.key for kv in kvs if self._decodes(kv)}
         if stored != set(self._by_key):
             self.stats.cache_mismatches += 1
+            # The store was most likely reset, and its instances are
+            # registering again: hold the missing ones, as after a reset.
+            self._hold_missing = True
             logger.warning(
                 "discovery of %s: the cache differs from etcd after a resumed "
                 "watch; listing again",

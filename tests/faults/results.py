@@ -9,6 +9,7 @@ docs/resilience.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -81,7 +82,8 @@ class ResultsFile:
             return
         existing: dict[str, Any] = {}
         if self.path.exists():
-            existing = json.loads(self.path.read_text())
+            with contextlib.suppress(json.JSONDecodeError):
+                existing = json.loads(self.path.read_text())
         scenarios = {**existing.get("scenarios", {}), **self._rows}
         document = {
             "machine": machine(),
@@ -89,4 +91,8 @@ class ResultsFile:
             "scenarios": dict(sorted(scenarios.items(), key=lambda row: int(row[0]))),
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(document, indent=2) + "\n")
+        # Written aside and renamed, so that parallel test workers never read
+        # a half-written file.
+        partial = self.path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps(document, indent=2) + "\n")
+        partial.replace(self.path)

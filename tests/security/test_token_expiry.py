@@ -65,6 +65,8 @@ async def _bursts(mesh: Mesh, until: float) -> tuple[LoadReport, int]:
     return total, user_calls
 
 
+# The run itself lasts RUN_SECONDS; the rest is set-up and teardown.
+@pytest.mark.timeout(RUN_SECONDS + 120)
 async def test_token_expiry_under_load(tmp_path: Path):
     secure = SecureMesh(tmp_path, token_ttl=TOKEN_TTL)
     await secure.start()
