@@ -36,7 +36,7 @@ T = TypeVar("T")
 # and one is built for every call.
 @dataclass(slots=True)
 class CallSetup:
-    """What a call needs from its channel."""
+    """The parts of its channel that a call uses."""
 
     service: str
     method: str

@@ -313,7 +313,7 @@ _CALL_TYPES: dict[str, type[Any]] = {
 
 
 class _MultiCallable:
-    """What a stub holds for one method: calling it starts a mesh call."""
+    """The callable a stub keeps for one method; calling it starts a mesh call."""
 
     def __init__(
         self,

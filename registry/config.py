@@ -211,8 +211,8 @@ def format_address(host: str, port: int) -> str:
 def detect_advertise_host(endpoints: tuple[EtcdEndpoint, ...]) -> str:
     """Return the local address that routes to the first resolvable endpoint.
 
-    A UDP connect sends no packet: it only asks the kernel which source
-    address it would use for that destination.
+    A UDP connect sends no packet. It only makes the kernel choose the
+    source address it would use for that destination.
     """
     errors: list[str] = []
     for endpoint in endpoints:

@@ -399,7 +399,7 @@ class EtcdClient:
             async with self._errors("login", user):
                 response = await auth.authenticate(user, password, timeout=self.timeout)
         except EtcdRequestError as exc:
-            # etcd 3.5 answers a wrong user or password with INVALID_ARGUMENT.
+            # etcd 3.5 rejects a wrong user or password with INVALID_ARGUMENT.
             if not isinstance(exc, EtcdPermissionError) and (
                 "authentication failed" not in str(exc)
             ):
@@ -562,12 +562,11 @@ class EtcdClient:
 class PrefixWatch:
     """One etcd watch stream over a key prefix.
 
-    The watch is written here on etcd's generated stub rather than through
-    etcd3aio's watch, for three reasons: etcd3aio 0.3.0 waits forever after
-    a compacted response, it reconnects on its own with a fixed backoff (so
-    many clients would reconnect in step), and it cannot send a progress
-    request. Here a broken stream raises, and the caller decides when to
-    resume, with jitter.
+    The watch runs on etcd's generated stub rather than through etcd3aio's
+    watch. etcd3aio 0.3.0 waits forever after a compacted response, and it
+    cannot send a progress request. It also reconnects on its own with a
+    fixed backoff, so many clients would reconnect in step. Here a broken
+    stream raises, and the caller decides when to resume, with jitter.
     """
 
     def __init__(
@@ -594,7 +593,7 @@ class PrefixWatch:
     def request_progress(self) -> None:
         """Ask etcd to send the current revision on this stream.
 
-        etcd answers with an event-free response once every event up to
+        etcd replies with an event-free response once every event up to
         that revision has been sent, so a reply proves the stream is alive.
         """
         progress = _protobuf.rpc_pb2.WatchProgressRequest()  # type: ignore[attr-defined]
@@ -707,7 +706,7 @@ _KV = etcd3aio.kv.KVService
 
 
 def compare_value(key: str, value: bytes | str) -> Compare:
-    """True when key holds exactly value."""
+    """True when the value of key equals value."""
     return _KV.txn_compare_value(key, value)
 
 

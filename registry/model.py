@@ -53,7 +53,7 @@ class InstanceInfo:
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """One registered instance of a service, as discovery sees it."""
+    """One registered instance of a service, as discovery reports it."""
 
     service: str
     instance_id: str

@@ -75,7 +75,7 @@ class Registration:
         return self._registered.is_set()
 
     async def start(self) -> None:
-        """Start the background task; it registers as soon as etcd answers."""
+        """Start the background task, which registers as soon as etcd responds."""
         if self._task is None:
             self._task = asyncio.create_task(
                 self._run(), name=f"registration-{self.info.instance_id}"
@@ -90,7 +90,7 @@ class Registration:
         """Stop refreshing, delete the keys and revoke the lease.
 
         Deleting the keys first makes watchers see the removal at once, even
-        if the revoke is lost; a lost revoke only leaves an empty lease that
+        if the revoke is lost. A lost revoke only leaves an empty lease, which
         expires after its TTL.
         """
         if self._task is not None:
@@ -166,7 +166,7 @@ class Registration:
         return granted_ttl
 
     async def _keep_alive(self, granted_ttl: int) -> None:
-        """Refresh the lease until etcd says it is gone, then return."""
+        """Refresh the lease until etcd reports it gone, then return."""
         interval = max(granted_ttl / 3, 0.5)
         # Each refresh must finish well before the lease could expire, so a
         # stuck request leaves time for another attempt.

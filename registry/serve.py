@@ -161,7 +161,7 @@ class MeshServer:
 
         Between deregistering and stopping, the server keeps accepting calls
         for `drain_delay` seconds, so that clients that have not yet seen the
-        removal still get answers instead of errors.
+        removal still get replies instead of errors.
         """
         await self.health.enter_graceful_shutdown()
         if self.registration is not None:
