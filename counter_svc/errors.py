@@ -90,7 +90,10 @@ async def grpc_errors(
         await abort_with_details(
             context,
             grpc.StatusCode.UNAVAILABLE,
-            "counter storage is unavailable; retry later",
+            # A timed-out write may still have been applied, so only a retry
+            # with the same request_id is safe.
+            "counter storage is unavailable; an increment may or may not have "
+            "been applied, so retry with the same request_id",
         )
     except Exception:
         logger.exception("internal error method=%s", method)

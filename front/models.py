@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 import protos
 
@@ -23,6 +23,9 @@ MAX_PAGE_SIZE = 1000
 MAX_PAGE_TOKEN_LENGTH = 1024
 # Personal counters are named after their owner: `user.<username>`.
 PERSONAL_COUNTER_PREFIX = "user."
+# Request bodies take JSON types as they are ("1", true and 1e3 are not an
+# integer) and reject unknown fields, so that a typo is not ignored.
+STRICT_BODY = ConfigDict(strict=True, extra="forbid")
 
 
 def _reject_zero(delta: int) -> int:
@@ -44,6 +47,8 @@ class ErrorBody(BaseModel):
 
 
 class IncrementBody(BaseModel):
+    model_config = STRICT_BODY
+
     delta: Annotated[
         int, Field(ge=-MAX_DELTA, le=MAX_DELTA), AfterValidator(_reject_zero)
     ] = 1
@@ -74,12 +79,16 @@ class CounterPage(BaseModel):
 
 
 class SignUpBody(BaseModel):
+    model_config = STRICT_BODY
+
     username: str = Field(pattern=USERNAME_PATTERN, examples=["ada"])
     password: str = Field(min_length=8, max_length=128)
     display_name: str = Field(default="", max_length=64)
 
 
 class LoginBody(BaseModel):
+    model_config = STRICT_BODY
+
     # Only lengths are checked here, because the service treats a malformed
     # username like an unknown one, with the same UNAUTHENTICATED error.
     username: str = Field(min_length=1, max_length=32)
