@@ -9,15 +9,11 @@ here in code.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
-
 from google.protobuf.message import Message
 
 from counter_svc.errors import InvalidArgumentError
 from protos import counter_pb2
-from registry import validation
+from registry import page_tokens, validation
 
 # Compiled at import, which is at startup: a declared rule that
 # registry.validation cannot check stops the server before it serves.
@@ -33,7 +29,6 @@ DEFAULT_PAGE_SIZE = 100
 
 # An encoded name of at most 64 bytes is at most 86 base64 characters.
 _PAGE_TOKEN_MAX_LENGTH = 88
-_PAGE_TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def check_request(request: Message) -> None:
@@ -80,35 +75,26 @@ def page_size_or_default(page_size: int) -> int:
 
 def encode_page_token(last_name: str) -> str:
     """Return the opaque token that continues a listing after last_name."""
-    return base64.urlsafe_b64encode(last_name.encode()).decode().rstrip("=")
+    return page_tokens.encode_page_token(last_name)
 
 
 def decode_page_token(token: str) -> str | None:
-    """Return the last name listed before this page, or None for the first page."""
-    if not token:
-        return None
-    name = _decode_name(token)
-    # Only tokens that this service wrote are accepted, so a hand-made token
-    # that decodes to a different spelling of the same name is rejected too.
-    if name is None or encode_page_token(name) != token:
+    """Return the last name listed before this page, or None for the first."""
+    try:
+        return page_tokens.decode_page_token(
+            token, max_length=_PAGE_TOKEN_MAX_LENGTH, is_valid_key=_is_valid_name
+        )
+    except page_tokens.PageTokenError:
         raise InvalidArgumentError(
             "page_token",
-            "is not a token that ListCounters returned; pass next_page_token "
-            "from the previous response unchanged, or an empty token for the "
-            "first page",
-        )
-    return name
+            "is not a valid page token; pass next_page_token from the previous "
+            "ListCounters response unchanged, or an empty token for the first page",
+        ) from None
 
 
-def _decode_name(token: str) -> str | None:
-    if len(token) > _PAGE_TOKEN_MAX_LENGTH:
-        return None
-    if not _PAGE_TOKEN_PATTERN.fullmatch(token):
-        return None
-    padded = token + "=" * (-len(token) % 4)
+def _is_valid_name(name: str) -> bool:
     try:
-        name = base64.urlsafe_b64decode(padded).decode()
         validate_name(name)
-    except (binascii.Error, UnicodeDecodeError, InvalidArgumentError):
-        return None
-    return name
+    except InvalidArgumentError:
+        return False
+    return True

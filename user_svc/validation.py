@@ -10,14 +10,10 @@ own encoding, so they are checked here in code.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
-
 from google.protobuf.message import Message
 
 from protos import user_pb2
-from registry import validation
+from registry import page_tokens, validation
 from user_svc.errors import InvalidArgumentError
 
 # Compiled at import, which is at startup: a declared rule that
@@ -34,7 +30,6 @@ DEFAULT_PAGE_SIZE = 100
 
 # An encoded username of at most 32 bytes is at most 43 base64 characters.
 _PAGE_TOKEN_MAX_LENGTH = 44
-_PAGE_TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def check_request(request: Message) -> None:
@@ -87,32 +82,26 @@ def page_size_or_default(page_size: int) -> int:
 
 def encode_page_token(last_username: str) -> str:
     """Return the opaque token that continues a listing after last_username."""
-    return base64.urlsafe_b64encode(last_username.encode()).decode().rstrip("=")
+    return page_tokens.encode_page_token(last_username)
 
 
 def decode_page_token(token: str) -> str | None:
     """Return the last username listed before this page, or None for the first."""
-    if not token:
-        return None
-    username = _decode_username(token)
-    # Only tokens that this service wrote are accepted, so a hand-made token
-    # that decodes to a different spelling of the same name is rejected too.
-    if username is None or encode_page_token(username) != token:
+    try:
+        return page_tokens.decode_page_token(
+            token, max_length=_PAGE_TOKEN_MAX_LENGTH, is_valid_key=_is_valid_username
+        )
+    except page_tokens.PageTokenError:
         raise InvalidArgumentError(
             "page_token",
-            "is not a token that ListUsers returned; pass next_page_token from "
-            "the previous response unchanged, or an empty token for the first page",
-        )
-    return username
+            "is not a valid page token; pass next_page_token from the previous "
+            "ListUsers response unchanged, or an empty token for the first page",
+        ) from None
 
 
-def _decode_username(token: str) -> str | None:
-    if len(token) > _PAGE_TOKEN_MAX_LENGTH or not _PAGE_TOKEN_PATTERN.fullmatch(token):
-        return None
-    padded = token + "=" * (-len(token) % 4)
+def _is_valid_username(username: str) -> bool:
     try:
-        username = base64.urlsafe_b64decode(padded).decode()
         validate_username(username)
-    except (binascii.Error, UnicodeDecodeError, InvalidArgumentError):
-        return None
-    return username
+    except InvalidArgumentError:
+        return False
+    return True
