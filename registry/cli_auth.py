@@ -149,7 +149,7 @@ async def _add_service_user(
 async def _set_user(etcd: EtcdClient, user: str, directory: Path) -> None:
     password = secrets.token_urlsafe(PASSWORD_BYTES)
     await etcd.set_user(user, password)
-    # Written after etcd accepted it, so a file always holds a working password.
+    # Written after etcd accepted it, so a file always contains a working password.
     _write_secret(password_path(directory, user), password)
 
 

@@ -1,12 +1,12 @@
-"""`meshctl up`: etcd, the service replicas and the front on one machine.
+"""`meshctl up`: etcd, the service replicas, the front and the ingress on one machine.
 
-Order of work: check that the front port is free, find etcd or start an
-embedded one, start the children, wait until every replica is registered and
-the front listens, then show the status and apply the replica counts that
-`meshctl scale` stores (see registry.replicas) until SIGINT or SIGTERM. Stopping
-runs in reverse: every child gets SIGTERM (and SIGKILL after a grace period),
-any registration a child left behind is removed, and the embedded etcd stops
-last.
+First it checks that the front and ingress ports are free, and finds etcd or
+starts an embedded one. Then it starts the children and waits until every
+replica is registered and the front and ingress listen. After that it shows
+the status and applies the replica counts that `meshctl scale` stores (see
+registry.replicas) until SIGINT or SIGTERM. Stopping runs in reverse: every
+child gets SIGTERM (and SIGKILL after a grace period), any registration a
+child left behind is removed, and the embedded etcd stops last.
 """
 
 from __future__ import annotations

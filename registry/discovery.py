@@ -5,7 +5,7 @@ listed revision + 1. When the watch breaks it resumes from the last revision
 it saw. When that revision has been compacted it lists again and diffs the
 result against its cache, so that removals during the gap are not missed.
 A watchdog sends a progress request on a watch that has been quiet for
-`watchdog_interval` seconds and lists again if no answer comes. While etcd
+`watchdog_interval` seconds and lists again if no reply comes. While etcd
 cannot be reached, the cache keeps the last known endpoints: an etcd error
 never empties a good endpoint set.
 """
@@ -79,7 +79,7 @@ class _StoreResetError(MeshError):
 
 
 class _SilentWatchError(MeshError):
-    """The watch stream stopped answering progress requests."""
+    """The watch stream stopped replying to progress requests."""
 
 
 class Resolver:
@@ -338,7 +338,7 @@ class Resolver:
         return True
 
     async def _watchdog(self, watch: PrefixWatch) -> None:
-        """Cancel a watch that stops answering progress requests."""
+        """Cancel a watch that stops replying to progress requests."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.watchdog_interval)

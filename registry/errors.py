@@ -3,7 +3,7 @@
 MeshError
 ├── ConfigError            invalid configuration value; names the setting
 │   └── AdvertiseAddressError   address that other hosts cannot dial
-├── EtcdUnavailableError   no etcd endpoint answered
+├── EtcdUnavailableError   no etcd endpoint responded
 ├── EtcdRequestError       etcd answered with an error
 │   ├── RevisionCompactedError  a watch asked for a compacted revision
 │   └── EtcdPermissionError     etcd auth denied the request or the login

@@ -11,10 +11,10 @@ A client sets the TLS target name to the DNS name of the service it calls
 (registry.certs.service_dns_name), whatever address discovery gave, so a
 server with another identity fails the handshake.
 
-Both sides read the files again when their modification time changes: the
-server through grpc's dynamic server credentials, which apply to new
-connections while calls in flight finish on the old ones, and the client
-for each channel that it opens after the change.
+Both sides read the files again when their modification time changes. The
+server does so through grpc's dynamic server credentials: new connections get
+the new certificate, and calls in flight finish on the old connections. A
+client uses the new files only for channels that it opens after the change.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ _NOT_SENT_MARKERS = (
 
 @dataclass(frozen=True, slots=True)
 class MethodRules:
-    """What the contract says about one method."""
+    """The retry rules that the contract sets for one method."""
 
     idempotent: bool
     has_request_id: bool

@@ -119,6 +119,7 @@ class MeshServer:
         host = self.config.advertise_host or detect_advertise_host(
             self.config.etcd_endpoints
         )
+
         for spec in self.specs:
             spec.add_to_server(self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
@@ -127,6 +128,7 @@ class MeshServer:
             self._server,
             pool=reflection_pool(),
         )
+
         target = f"{self._bind_host}:{self.port}"
         try:
             bound = self._bind(target)
@@ -139,9 +141,11 @@ class MeshServer:
         self.port = bound
         # A server bound to port 0 registers the port it actually got.
         self.address = format_address(host, bound)
+
         await self._server.start()
         for name in ("", *self.service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
         self.registration = Registration(
             self._etcd,
             self.config,
